@@ -1,0 +1,90 @@
+# passthrough.libvirt: the two front-door commands are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+BUILD := $(abspath .build)
+SRC_TREE := $(BUILD)/src
+SANITY_TREE := $(BUILD)/sanity/ansible_collections/passthrough/libvirt
+DEMO_COLLECTIONS := $(BUILD)/collections
+REPORT_DIR ?= $(abspath pci-report)
+VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
+PIP_SEED := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+# Building libvirt-python needs the libvirt headers; lspci and pci.ids give names and a cross-check.
+DEMO_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libvirt-dev pciutils pci.ids
+TEST_PACKAGES := $(DEMO_PACKAGES) libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 rsync
+
+export ANSIBLE_CALLBACK_RESULT_FORMAT := yaml
+export ANSIBLE_NOCOWS := 1
+
+.PHONY: help demo test sanity units integration bench system-demo system-test venv src-tree collection libvirtd clean
+
+help:
+	@echo "make demo   - install what is needed, then inventory this host's PCI devices (table + ./pci-report/)"
+	@echo "make test   - install what is needed, start libvirtd if none answers, run sanity, unit and integration tests"
+	@echo "make bench  - discovery benchmark (bench/discovery)"
+	@echo "make clean  - remove .venv, .build and pci-report"
+
+system-demo:
+	@bash tests/utils/install-system-packages.sh $(DEMO_PACKAGES)
+
+system-test:
+	@bash tests/utils/install-system-packages.sh $(TEST_PACKAGES)
+
+$(VENV)/.stamp: requirements.txt tests/unit/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q 'ansible-core>=2.19,<2.20' -r requirements.txt -r tests/unit/requirements.txt
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# ansible_collections/passthrough/libvirt -> this checkout, for the tests and the benchmark.
+src-tree:
+	@mkdir -p $(SRC_TREE)/ansible_collections/passthrough
+	@ln -sfn $(CURDIR) $(SRC_TREE)/ansible_collections/passthrough/libvirt
+
+# The collection as a user gets it: built from galaxy.yml and installed from the tarball.
+collection: venv
+	@mkdir -p $(BUILD)/dist
+	$(BIN)/ansible-galaxy collection build --force --output-path $(BUILD)/dist . >/dev/null
+	ANSIBLE_COLLECTIONS_PATH=$(DEMO_COLLECTIONS) $(BIN)/ansible-galaxy collection install --force -p $(DEMO_COLLECTIONS) $(BUILD)/dist/passthrough-libvirt-$(VERSION).tar.gz >/dev/null
+	@echo "collection: passthrough.libvirt $(VERSION) installed in $(DEMO_COLLECTIONS)"
+
+demo: system-demo venv collection
+	cd playbooks && ANSIBLE_COLLECTIONS_PATH=$(DEMO_COLLECTIONS) $(BIN)/ansible-playbook \
+		-i examples/localhost.yml inventory.yml \
+		-e pci_report_dir=$(REPORT_DIR) -e pci_require_libvirt=false
+
+libvirtd:
+	@$(SUDO) bash tests/utils/start-libvirtd.sh
+
+$(PIP_SEED): tests/utils/get_pip_standin.py
+	@mkdir -p $(dir $@)
+	cp $< $@
+
+# ansible-test needs the checkout at ansible_collections/<namespace>/<name>: a copy of the tracked
+# and new (not ignored) files.
+sanity: venv $(PIP_SEED)
+	@rm -rf $(BUILD)/sanity && mkdir -p $(SANITY_TREE)
+	@git ls-files -co --exclude-standard | rsync -a --ignore-missing-args --files-from=- . $(SANITY_TREE)/
+	cd $(SANITY_TREE) && PATH=$(BIN):$$PATH $(BIN)/ansible-test sanity --local --requirements \
+		--python $$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+units: venv src-tree
+	PYTHONPATH=$(SRC_TREE) $(BIN)/pytest -q tests/unit
+
+integration: venv src-tree libvirtd
+	PYTHONPATH=$(SRC_TREE) $(BIN)/pytest -q tests/integration
+
+test: system-test venv src-tree sanity units integration
+
+bench: system-test venv src-tree
+	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/discovery
+
+clean:
+	rm -rf $(VENV) $(BUILD) $(REPORT_DIR)

@@ -1,0 +1,162 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
+
+"""The host view every module uses: sysfs devices + names + whitelist + libvirt allocations."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate, _pciids
+from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
+from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import (
+    Allocation,
+    DomainInfo,
+    Libvirt,
+    LibvirtUnavailable,
+    allocations as domain_allocations,
+)
+from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import Whitelist
+from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import Sysfs, SysfsDevice
+
+STATUS_AVAILABLE = 'available'
+STATUS_ALLOCATED = 'allocated'
+STATUS_UNAVAILABLE = 'unavailable'
+STATUS_UNMANAGED = 'unmanaged'
+STATUS_UNKNOWN = 'unknown'
+STATUSES = (STATUS_AVAILABLE, STATUS_ALLOCATED, STATUS_UNAVAILABLE, STATUS_UNMANAGED, STATUS_UNKNOWN)
+DEV_TYPES = ('type-PCI', 'type-PF', 'type-VF')
+
+
+@dataclass
+class HostView:
+    """Everything the modules report about one host."""
+
+    hostname: str
+    devices: list[dict[str, Any]]
+    allocations_known: bool
+    libvirt_error: str | None = None
+    domains: list[DomainInfo] = field(default_factory=list)
+    whitelist_source: str = 'none'
+
+
+def device_record(device: SysfsDevice, names: _pciids.PciIds, whitelist: Whitelist,
+                  allocation: Allocation | None, allocations_known: bool,
+                  group_members: list[PciAddress]) -> dict[str, Any]:
+    """One device in the shape of DESIGN.md's device fields."""
+    # PCI bridges carry the topology: never offered to a guest, whatever the whitelist says.
+    spec = None if device.is_bridge else whitelist.match(device)
+    if allocation is not None:
+        status = STATUS_ALLOCATED
+    elif not allocations_known:
+        status = STATUS_UNKNOWN
+    elif spec is not None:
+        status = STATUS_AVAILABLE
+    else:
+        status = STATUS_UNMANAGED
+    address = device.address
+    return {
+        'address': str(address),
+        'dev_id': address.dev_id,
+        'dev_type': device.dev_type,
+        'vendor_id': device.vendor_id,
+        'product_id': device.product_id,
+        'vendor_name': names.vendor_name(device.vendor_id),
+        'product_name': names.device_name(device.vendor_id, device.product_id),
+        'class_id': device.class_id,
+        'subsystem_vendor_id': device.subsystem_vendor_id,
+        'subsystem_product_id': device.subsystem_product_id,
+        'driver': device.driver,
+        'numa_node': device.numa_node,
+        'iommu_group': device.iommu_group,
+        'parent_addr': str(device.physfn) if device.physfn else None,
+        'label': f'label_{device.vendor_id}_{device.product_id}',
+        'status': status,
+        'whitelisted': spec is not None,
+        'tags': dict(spec.tags) if spec is not None else {},
+        'instance_uuid': allocation.domain_uuid if allocation else None,
+        'instance_name': allocation.domain_name if allocation else None,
+        'attachment_id': allocation.attachment_id if allocation else None,
+        'extra_info': {
+            'phys_function': str(device.physfn) if device.physfn else None,
+            'virt_functions': [str(vf) for vf in device.virtfns],
+            'sriov_totalvfs': device.sriov_totalvfs,
+            'sriov_numvfs': device.sriov_numvfs,
+            'revision': device.revision,
+            'link': device.link or None,
+            'netdevs': device.netdevs,
+            'is_bridge': device.is_bridge,
+            'iommu_group_members': [str(member) for member in group_members],
+            'allocated_live': allocation.live if allocation else False,
+            'allocated_persistent': allocation.persistent if allocation else False,
+            'inner_address': allocation.inner_address if allocation else None,
+        },
+    }
+
+
+def read_allocations(uri: str) -> tuple[str | None, list[DomainInfo]]:
+    """libvirt's hostname and its domains; raises LibvirtUnavailable."""
+    conn = Libvirt(uri)
+    try:
+        return conn.hostname(), conn.domains()
+    finally:
+        conn.close()
+
+
+def collect(sysfs_root: str = '/sys', uri: str = 'qemu:///system', device_spec: Any = None,
+            config_path: str = _hoststate.DEFAULT_CONFIG_PATH, require_libvirt: bool = True,
+            addresses: list[PciAddress] | None = None, pci_ids_path: str | None = None) -> HostView:
+    """Read the host. ``device_spec`` None means the stored whitelist (none stored: every device unmanaged).
+
+    Raises SysfsError, SpecError, HostStateError, and LibvirtUnavailable when ``require_libvirt``.
+    """
+    sysfs = Sysfs(sysfs_root)
+    sysfs.check()
+    if device_spec is None:
+        stored = _hoststate.load(config_path).get('device_spec')
+        whitelist = Whitelist.parse(stored)
+        source = 'stored' if stored is not None else 'none'
+    else:
+        whitelist = Whitelist.parse(device_spec)
+        source = 'inline'
+
+    libvirt_error = None
+    hostname = None
+    domains: list[DomainInfo] = []
+    try:
+        hostname, domains = read_allocations(uri)
+        allocations_known = True
+    except LibvirtUnavailable as exc:
+        if require_libvirt:
+            raise
+        libvirt_error = str(exc)
+        allocations_known = False
+    allocations = domain_allocations(domains)
+
+    devices = sysfs.read_devices()
+    groups: dict[int, list[PciAddress]] = {}
+    for device in devices:
+        if device.iommu_group is not None:
+            groups.setdefault(device.iommu_group, []).append(device.address)
+    if addresses is not None:
+        wanted = set(addresses)
+        devices = [device for device in devices if device.address in wanted]
+    names = _pciids.load(pci_ids_path)
+    records = [
+        device_record(device, names, whitelist, allocations.get(device.address), allocations_known,
+                      groups.get(device.iommu_group, []) if device.iommu_group is not None else [])
+        for device in devices
+    ]
+    return HostView(
+        hostname=hostname or socket.gethostname(),
+        devices=records,
+        allocations_known=allocations_known,
+        libvirt_error=libvirt_error,
+        domains=domains,
+        whitelist_source=source,
+    )

@@ -1,0 +1,202 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
+
+"""libvirt access: the only file of the collection that imports ``libvirt``.
+
+Allocation truth is libvirt itself: every domain's live and inactive XML. A PCI device named in
+a ``<hostdev type='pci'>`` or an ``<interface type='hostdev'>`` of any domain is allocated.
+"""
+
+from __future__ import annotations
+
+import traceback
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress, PciAddressError
+
+LIBVIRT_IMPORT_ERROR: str | None
+try:
+    import libvirt
+except ImportError:
+    libvirt = None
+    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+else:
+    LIBVIRT_IMPORT_ERROR = None
+
+# Our attachments carry a user alias "ua-pci-<uuid>" (libvirt requires the "ua-" prefix).
+ALIAS_PREFIX = 'ua-pci-'
+METADATA_NS = 'https://github.com/passthrough-libvirt/passthrough.libvirt/pci/1'
+
+
+class LibvirtUnavailable(Exception):
+    """libvirt cannot be used: bindings missing or the daemon at ``uri`` cannot be reached."""
+
+
+class DomainNotFound(Exception):
+    """No domain with that name or UUID."""
+
+
+@dataclass(frozen=True)
+class Hostdev:
+    """One PCI device in one domain's XML."""
+
+    address: PciAddress
+    alias: str | None
+    inner_address: str | None
+    managed: bool
+    kind: str  # 'hostdev' or 'interface'
+
+    @property
+    def attachment_id(self) -> str | None:
+        if self.alias and self.alias.startswith(ALIAS_PREFIX):
+            return self.alias[len(ALIAS_PREFIX):]
+        return None
+
+
+@dataclass
+class Allocation:
+    """A device held by a domain, in its live configuration, its persistent one, or both."""
+
+    address: PciAddress
+    domain_uuid: str
+    domain_name: str
+    attachment_id: str | None
+    inner_address: str | None
+    live: bool = False
+    persistent: bool = False
+
+
+@dataclass
+class DomainInfo:
+    uuid: str
+    name: str
+    active: bool
+    persistent: bool
+    hostdevs_live: list[Hostdev]
+    hostdevs_config: list[Hostdev]
+
+
+def _guest_address(element: ET.Element) -> str | None:
+    guest = element.find('address')
+    if guest is None or guest.get('type') != 'pci':
+        return None
+    try:
+        return str(PciAddress.from_libvirt(guest.attrib))
+    except PciAddressError:
+        return None
+
+
+def parse_hostdevs(xml: str) -> list[Hostdev]:
+    """PCI devices passed through in a domain XML: ``<hostdev type='pci'>`` and ``<interface type='hostdev'>``."""
+    root = ET.fromstring(xml)
+    result = []
+    for kind, element in [('hostdev', e) for e in root.iterfind('devices/hostdev')] + \
+            [('interface', e) for e in root.iterfind('devices/interface')]:
+        if kind == 'hostdev' and (element.get('mode', 'subsystem') != 'subsystem' or element.get('type') != 'pci'):
+            continue
+        if kind == 'interface' and element.get('type') != 'hostdev':
+            continue
+        source = element.find('source/address')
+        if source is None or source.get('type', 'pci') != 'pci':
+            continue
+        try:
+            address = PciAddress.from_libvirt(source.attrib)
+        except PciAddressError:
+            continue
+        alias = element.find('alias')
+        result.append(Hostdev(
+            address=address,
+            alias=alias.get('name') if alias is not None else None,
+            inner_address=_guest_address(element),
+            managed=element.get('managed', 'no') == 'yes',
+            kind=kind,
+        ))
+    return result
+
+
+def _ignore_errors(_ctx, _err) -> None:
+    """libvirt prints every error to stderr by default; we report errors ourselves."""
+
+
+class Libvirt:
+    """A connection to one libvirt daemon."""
+
+    def __init__(self, uri: str, read_only: bool = True) -> None:
+        if libvirt is None:
+            raise LibvirtUnavailable('the libvirt Python bindings are not installed (python3-libvirt or libvirt-python)')
+        libvirt.registerErrorHandler(_ignore_errors, None)
+        self.uri = uri
+        try:
+            self.conn = libvirt.openReadOnly(uri) if read_only else libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise LibvirtUnavailable(f'cannot connect to libvirt at uri {uri!r}: {exc.get_error_message()}') from None
+        if self.conn is None:
+            raise LibvirtUnavailable(f'cannot connect to libvirt at uri {uri!r}')
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    def hostname(self) -> str | None:
+        try:
+            return self.conn.getHostname()
+        except libvirt.libvirtError:
+            return None
+
+    def _domain_info(self, dom) -> DomainInfo | None:
+        try:
+            active = bool(dom.isActive())
+            persistent = bool(dom.isPersistent())
+            live = parse_hostdevs(dom.XMLDesc(0)) if active else []
+            config = parse_hostdevs(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) if persistent else []
+            return DomainInfo(dom.UUIDString(), dom.name(), active, persistent, live, config)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None  # undefined or destroyed while we were listing
+            raise LibvirtUnavailable(f'cannot read domain XML from {self.uri!r}: {exc.get_error_message()}') from None
+
+    def domains(self) -> list[DomainInfo]:
+        """Every domain (running or not) with its passed-through PCI devices, sorted by name."""
+        try:
+            doms = self.conn.listAllDomains(0)
+        except libvirt.libvirtError as exc:
+            raise LibvirtUnavailable(f'cannot list domains at {self.uri!r}: {exc.get_error_message()}') from None
+        infos = [info for info in (self._domain_info(dom) for dom in doms) if info is not None]
+        return sorted(infos, key=lambda info: info.name)
+
+
+def allocations(domains: list[DomainInfo]) -> dict[PciAddress, Allocation]:
+    """Which domain holds each device. A device in two domains' XML (only possible in inactive
+    configs) is reported for the first domain by name."""
+    result: dict[PciAddress, Allocation] = {}
+    for info in domains:
+        for hostdevs, live in ((info.hostdevs_live, True), (info.hostdevs_config, False)):
+            for hostdev in hostdevs:
+                allocation = result.get(hostdev.address)
+                if allocation is None:
+                    allocation = result[hostdev.address] = Allocation(
+                        hostdev.address, info.uuid, info.name, hostdev.attachment_id, hostdev.inner_address)
+                elif allocation.domain_uuid != info.uuid:
+                    continue
+                if live:
+                    allocation.live = True
+                    allocation.inner_address = hostdev.inner_address or allocation.inner_address
+                else:
+                    allocation.persistent = True
+                allocation.attachment_id = allocation.attachment_id or hostdev.attachment_id
+    return result
+
+
+def find_domain(domains: list[DomainInfo], name_or_uuid: str) -> DomainInfo:
+    """The domain whose name or UUID (any case) is ``name_or_uuid``."""
+    wanted = name_or_uuid.strip()
+    for info in domains:
+        if info.name == wanted or info.uuid.lower() == wanted.lower():
+            return info
+    raise DomainNotFound(f'domain {name_or_uuid!r} does not exist (no domain has that name or UUID)')

@@ -1,0 +1,190 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
+
+"""The whitelist (Nova's ``device_spec``): which devices may be given to guests.
+
+Differences from Nova, on purpose (see docs/whitelist.md):
+- regexes in an ``address`` dict must match the whole field (Nova matches a prefix);
+- an id that is not a string is a clear error (Nova crashes on integers);
+- extra match keys: ``class_id`` (prefix), ``driver``, ``subsystem_vendor_id``,
+  ``subsystem_product_id``, ``numa_node``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsDevice
+
+ANY = '*'
+_HEX4 = re.compile(r'^[0-9a-f]{1,4}$')
+_ADDRESS_FIELDS = (('domain', 8, 0xFFFFFFFF), ('bus', 2, 0xFF), ('slot', 2, 0x1F), ('function', 1, 0x7))
+_MATCH_KEYS = ('vendor_id', 'product_id', 'address', 'devname', 'class_id', 'driver',
+               'subsystem_vendor_id', 'subsystem_product_id', 'numa_node')
+
+
+class SpecError(ValueError):
+    """A whitelist entry that cannot be used; the message names the entry, the field and the value."""
+
+
+def _where(index: int, key: str) -> str:
+    return f'device_spec[{index}].{key}'
+
+
+def parse_id(where: str, value: Any) -> str:
+    """Nova-lenient id: '0x8086', '8086', ' 8086 ', upper case; '*' is any. Must be a string.
+
+    ``where`` names the field in error messages (``device_spec[0].vendor_id``, ``vendor_id``).
+    """
+    if not isinstance(value, str):
+        raise SpecError(f'{where}: {value!r} must be a string of up to 4 hex digits, like "8086" (quote it in YAML)')
+    text = value.strip().lower()
+    if text == ANY:
+        return ANY
+    if text.startswith('0x'):
+        text = text[2:]
+    if not _HEX4.match(text):
+        raise SpecError(f'{where}: {value!r} is not a 4-digit hex id like "8086" or "*"')
+    return f'{int(text, 16):04x}'
+
+
+def _parse_glob(index: int, value: str) -> tuple[str, ...]:
+    """``[[[[domain]:]bus]:][slot][.[func]]`` with '*' or empty parts meaning any; returns 4 normalised parts."""
+    text = value.strip().lower()
+    dbs, dot, func = text.partition('.')
+    if not dot:
+        func = ANY
+    parts = dbs.split(':')
+    if len(parts) > 3:
+        raise SpecError(f'{_where(index, "address")}: {value!r} has too many ":" (expected [[[[domain]:]bus]:][slot][.[func]])')
+    parts = [ANY] * (3 - len(parts)) + parts
+    result = []
+    for (name, width, limit), part in zip(_ADDRESS_FIELDS, parts + [func]):
+        part = part.strip() or ANY
+        if part == ANY:
+            result.append(ANY)
+            continue
+        try:
+            number = int(part, 16)
+        except ValueError:
+            raise SpecError(f'{_where(index, "address")}: {value!r} has an invalid {name} {part!r} (hex or "*")') from None
+        if number > limit:
+            raise SpecError(f'{_where(index, "address")}: {value!r} has {name} {part!r} above {limit:#x}')
+        result.append(f'{number:0{width}x}' if name != 'domain' else f'{number:04x}')
+    return tuple(result)
+
+
+def _parse_regexes(index: int, value: dict) -> dict[str, re.Pattern]:
+    unknown = sorted(set(value) - {name for name, _w, _l in _ADDRESS_FIELDS})
+    if unknown:
+        raise SpecError(f'{_where(index, "address")}: unknown key(s) {", ".join(map(repr, unknown))} (domain, bus, slot, function)')
+    result = {}
+    for name, pattern in value.items():
+        if not isinstance(pattern, str):
+            raise SpecError(f'{_where(index, "address." + name)}: {pattern!r} must be a regular expression string')
+        try:
+            result[name] = re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise SpecError(f'{_where(index, "address." + name)}: {pattern!r} is not a valid regular expression: {exc}') from None
+    return result
+
+
+@dataclass
+class DeviceSpec:
+    """One whitelist entry."""
+
+    index: int
+    vendor_id: str = ANY
+    product_id: str = ANY
+    address_glob: tuple[str, ...] | None = None
+    address_regex: dict[str, re.Pattern] | None = None
+    devname: str | None = None
+    class_id: str | None = None
+    driver: str | None = None
+    subsystem_vendor_id: str = ANY
+    subsystem_product_id: str = ANY
+    numa_node: int | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, index: int, entry: Any) -> DeviceSpec:
+        if not isinstance(entry, dict):
+            raise SpecError(f'device_spec[{index}]: {entry!r} must be a dict like {{vendor_id: "8086", product_id: "154c"}}')
+        spec = cls(index=index)
+        for key in ('vendor_id', 'product_id', 'subsystem_vendor_id', 'subsystem_product_id'):
+            if key in entry:
+                setattr(spec, key, parse_id(_where(index, key), entry[key]))
+        address = entry.get('address')
+        if isinstance(address, str):
+            spec.address_glob = _parse_glob(index, address)
+        elif isinstance(address, dict):
+            spec.address_regex = _parse_regexes(index, address)
+        elif address is not None:
+            raise SpecError(f'{_where(index, "address")}: {address!r} must be a glob string or a dict of regexes')
+        for key in ('devname', 'driver'):
+            if key in entry:
+                if not isinstance(entry[key], str) or not entry[key].strip():
+                    raise SpecError(f'{_where(index, key)}: {entry[key]!r} must be a non-empty string')
+                setattr(spec, key, entry[key].strip())
+        if 'class_id' in entry:
+            value = entry['class_id']
+            text = value.strip().lower().removeprefix('0x') if isinstance(value, str) else None
+            if not text or not re.match(r'^[0-9a-f]{2,6}$', text):
+                raise SpecError(f'{_where(index, "class_id")}: {value!r} must be a hex class prefix string like "0302" or "020000"')
+            spec.class_id = text
+        if 'numa_node' in entry:
+            value = entry['numa_node']
+            if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+                raise SpecError(f'{_where(index, "numa_node")}: {value!r} must be a NUMA node number')
+            spec.numa_node = int(value)
+        spec.tags = {key: value for key, value in entry.items() if key not in _MATCH_KEYS}
+        return spec
+
+    def _address_matches(self, device: SysfsDevice) -> bool:
+        a = device.address
+        fields = (f'{a.domain:04x}', f'{a.bus:02x}', f'{a.slot:02x}', f'{a.function:x}')
+        if self.address_glob is not None:
+            return all(want in (ANY, have) for want, have in zip(self.address_glob, fields))
+        if self.address_regex is not None:
+            values = dict(zip((name for name, _w, _l in _ADDRESS_FIELDS), fields))
+            return all(pattern.fullmatch(values[name]) for name, pattern in self.address_regex.items())
+        return True
+
+    def matches(self, device: SysfsDevice) -> bool:
+        checks = (
+            self.vendor_id in (ANY, device.vendor_id),
+            self.product_id in (ANY, device.product_id),
+            self.subsystem_vendor_id in (ANY, device.subsystem_vendor_id),
+            self.subsystem_product_id in (ANY, device.subsystem_product_id),
+            self.class_id is None or device.class_id.startswith(self.class_id),
+            self.driver is None or device.driver == self.driver,
+            self.numa_node is None or device.numa_node == self.numa_node,
+            self.devname is None or self.devname in device.netdevs,
+        )
+        return all(checks) and self._address_matches(device)
+
+
+class Whitelist:
+    """An ordered list of entries; the first entry that matches a device wins."""
+
+    def __init__(self, entries: list[DeviceSpec]) -> None:
+        self.entries = entries
+
+    @classmethod
+    def parse(cls, device_spec: Any) -> Whitelist:
+        if device_spec is None:
+            return cls([])
+        if not isinstance(device_spec, list):
+            raise SpecError(f'device_spec: {device_spec!r} must be a list of entries')
+        return cls([DeviceSpec.parse(index, entry) for index, entry in enumerate(device_spec)])
+
+    def match(self, device: SysfsDevice) -> DeviceSpec | None:
+        for entry in self.entries:
+            if entry.matches(device):
+                return entry
+        return None

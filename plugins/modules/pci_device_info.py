@@ -1,0 +1,393 @@
+#!/usr/bin/python
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: pci_device_info
+short_description: List the PCI devices of a libvirt/KVM host and who holds them
+version_added: 0.1.0
+description:
+  - Reads every PCI function of the host from sysfs (C(<sysfs_root>/bus/pci/devices)) - ids, vendor and product
+    names, class, subsystem ids, driver, NUMA node, IOMMU group and its members, SR-IOV physical and virtual
+    functions, PCIe link - and tells for each whether a libvirt domain holds it.
+  - Only the kernel's cached attributes are read. The module never reads PCI config space and never runs
+    C(lspci), so it does not wake devices from low-power states and cannot hang on a broken device.
+  - A device is C(allocated) when any domain, running or not, names it in a C(<hostdev type='pci'>) or an
+    C(<interface type='hostdev'>) of its live or persistent XML. libvirt itself is the record of allocations.
+  - A device that is not allocated is C(available) when the whitelist matches it and C(unmanaged) otherwise.
+    With no whitelist given or stored every device that is not allocated is C(unmanaged). PCI bridges are never
+    whitelisted.
+  - This module never changes anything on the host.
+author:
+  - passthrough.libvirt contributors
+extends_documentation_fragment:
+  - passthrough.libvirt.common
+  - passthrough.libvirt.common.attributes
+  - passthrough.libvirt.common.info_module
+options:
+  address:
+    description:
+      - Report only the device at this PCI address, as C(DDDD:BB:SS.F) or C(BB:SS.F) (domain 0000), hex in
+        either case. 32-bit domains such as C(10000:e0:00.0) (Intel VMD) are valid.
+      - Its record is also returned as RV(pci_device).
+    type: str
+  domain:
+    description:
+      - Report only the devices held by this libvirt domain, given by name or UUID.
+      - Fails when no such domain exists.
+    type: str
+  vendor_id:
+    description:
+      - Report only devices of this vendor, 4 hex digits (C(8086), C(0x8086) and C(10DE) are accepted).
+    type: str
+  product_id:
+    description:
+      - Report only devices with this product (device) id, 4 hex digits.
+    type: str
+  dev_type:
+    description:
+      - Report only devices of this type.
+    type: str
+    choices: [type-PCI, type-PF, type-VF]
+  status:
+    description:
+      - Report only devices with this status.
+    type: str
+    choices: [available, allocated, unavailable, unmanaged, unknown]
+  device_spec:
+    description:
+      - The whitelist to judge devices against, in place of the one stored on the host by
+        M(passthrough.libvirt.pci_whitelist). Nothing is stored.
+      - A list of entries in the form of Nova's C([pci] device_spec). An entry matches a device when every
+        key it gives matches; the first matching entry wins and its other keys are the device's RV(pci_devices[].tags).
+      - Match keys are C(vendor_id), C(product_id), C(subsystem_vendor_id), C(subsystem_product_id) (hex strings,
+        C(*) for any), C(address) (a glob C([[[[domain]:]bus]:][slot][.[func]]) or a dict of regular expressions
+        for C(domain), C(bus), C(slot), C(function), each matching the whole field), C(devname) (a network interface
+        name), C(class_id) (a hex class prefix such as C(0302)), C(driver) and C(numa_node).
+      - When omitted, the whitelist stored in O(config_path) is used.
+    type: list
+    elements: dict
+  require_libvirt:
+    description:
+      - When V(true), the module fails if libvirt cannot be reached at O(uri).
+      - When V(false), it still lists the devices, with RV(allocations_known=false), a warning, and status
+        C(unknown) for every device, since it cannot tell which ones domains hold. Useful on hosts where
+        libvirt is not installed or not running yet.
+    type: bool
+    default: true
+notes:
+  - Reading sysfs needs no privileges; listing every domain needs access to the libvirt daemon at O(uri).
+seealso:
+  - name: Nova PCI passthrough
+    description: The whitelist and alias semantics this collection follows.
+    link: https://docs.openstack.org/nova/latest/admin/pci-passthrough.html
+  - name: libvirt host device assignment
+    description: The C(<hostdev>) element this collection reads and writes.
+    link: https://libvirt.org/formatdomain.html#host-device-assignment
+'''
+
+EXAMPLES = r'''
+- name: List every PCI device of the host
+  passthrough.libvirt.pci_device_info:
+  register: pci
+
+- name: Show the free NVIDIA devices of the whitelist stored on the host
+  ansible.builtin.debug:
+    msg: "{{ pci.pci_devices | selectattr('vendor_id', 'eq', '10de') | selectattr('status', 'eq', 'available') | map(attribute='address') }}"
+
+- name: One device, with its IOMMU group members and SR-IOV details
+  passthrough.libvirt.pci_device_info:
+    address: "0000:3b:00.0"
+  register: nic
+
+- name: Which devices does a domain hold?
+  passthrough.libvirt.pci_device_info:
+    domain: web01
+  register: web01_devices
+
+- name: Judge devices against a whitelist without storing it
+  passthrough.libvirt.pci_device_info:
+    device_spec:
+      - vendor_id: "8086"
+        product_id: "154c"
+        physical_network: physnet1
+      - address: "0000:af:00.*"
+    status: available
+
+- name: Inventory a host where libvirt is not running yet
+  passthrough.libvirt.pci_device_info:
+    require_libvirt: false
+'''
+
+RETURN = r'''
+hypervisor_hostname:
+  description: The host's name as libvirt reports it (the system hostname when libvirt cannot be reached).
+  returned: always
+  type: str
+  sample: compute-0.example.com
+allocations_known:
+  description:
+    - Whether libvirt could be asked which domains hold which devices.
+    - V(false) only with O(require_libvirt=false) when libvirt cannot be reached; every status is then C(unknown).
+  returned: always
+  type: bool
+  sample: true
+pci_device:
+  description:
+    - The record of the device at O(address), in the form of the elements of RV(pci_devices).
+    - V(null) when there is no device at that address.
+  returned: when O(address) is given
+  type: dict
+  sample:
+    address: "0000:3b:02.0"
+    dev_id: pci_0000_3b_02_0
+    dev_type: type-VF
+    vendor_id: "8086"
+    product_id: "154c"
+pci_devices:
+  description: The PCI devices of the host that pass the filters, sorted by address.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    address:
+      description: PCI address, C(DDDD:BB:SS.F), lowercase hex, domain at least 4 digits.
+      type: str
+      sample: "0000:3b:02.0"
+    dev_id:
+      description: libvirt's node device name (Nova's C(dev_id)).
+      type: str
+      sample: pci_0000_3b_02_0
+    dev_type:
+      description: C(type-VF) for an SR-IOV virtual function, C(type-PF) for an SR-IOV capable physical function, C(type-PCI) otherwise.
+      type: str
+      sample: type-VF
+    vendor_id:
+      description: Vendor id, 4 lowercase hex digits.
+      type: str
+      sample: "8086"
+    product_id:
+      description: Device (product) id, 4 lowercase hex digits.
+      type: str
+      sample: "154c"
+    vendor_name:
+      description: Vendor name from pci.ids; V(null) when the database is missing or does not know the vendor.
+      type: str
+      sample: Intel Corporation
+    product_name:
+      description: Device name from pci.ids; V(null) when unknown.
+      type: str
+      sample: Ethernet Virtual Function 700 Series
+    class_id:
+      description: PCI class code, 6 lowercase hex digits (class, subclass, programming interface).
+      type: str
+      sample: "020000"
+    subsystem_vendor_id:
+      description: Subsystem vendor id, 4 hex digits; V(null) when the device has none.
+      type: str
+      sample: "8086"
+    subsystem_product_id:
+      description: Subsystem device id, 4 hex digits; V(null) when the device has none.
+      type: str
+      sample: "0000"
+    driver:
+      description: The kernel driver bound to the device; V(null) when none is.
+      type: str
+      sample: vfio-pci
+    numa_node:
+      description: NUMA node of the device; V(null) when the platform does not say (the kernel's -1).
+      type: int
+      sample: 0
+    iommu_group:
+      description: IOMMU group number; V(null) when the IOMMU is off.
+      type: int
+      sample: 42
+    parent_addr:
+      description: For a VF, the address of its PF; V(null) otherwise.
+      type: str
+      sample: "0000:3b:00.0"
+    label:
+      description: C(label_<vendor_id>_<product_id>), the device's label in Nova's form.
+      type: str
+      sample: label_8086_154c
+    status:
+      description:
+        - C(allocated) when a libvirt domain holds it (live or persistent configuration), whether whitelisted or not.
+        - C(available) when whitelisted and free; C(unmanaged) when not whitelisted and free.
+        - C(unknown) when libvirt could not be reached (see RV(allocations_known)).
+        - C(unavailable) is reserved for whitelisted devices blocked by their PF, VFs or IOMMU group.
+      type: str
+      sample: available
+    whitelisted:
+      description: Whether an entry of the whitelist matches the device.
+      type: bool
+      sample: true
+    tags:
+      description: The keys of the matching whitelist entry that are not match keys (C(physical_network), C(trusted), ...).
+      type: dict
+      sample: {physical_network: physnet1}
+    instance_uuid:
+      description: UUID of the domain that holds the device; V(null) when free.
+      type: str
+      sample: 8f5b2b0c-4a55-4bd8-9d4e-7f2f4a1c0b6e
+    instance_name:
+      description: Name of the domain that holds the device; V(null) when free.
+      type: str
+      sample: web01
+    attachment_id:
+      description:
+        - The attachment's id when this collection attached the device (its C(ua-pci-<uuid>) alias in the domain XML).
+        - V(null) when free or attached by other means.
+      type: str
+      sample: 3e1c0a5e-2b7e-4d1a-9a43-2f9a3d5f6c10
+    extra_info:
+      description: Further facts about the device.
+      type: dict
+      contains:
+        phys_function:
+          description: For a VF, its PF's address.
+          type: str
+        virt_functions:
+          description: For a PF, the addresses of its VFs now created.
+          type: list
+          elements: str
+        sriov_totalvfs:
+          description: For a PF, how many VFs it can have.
+          type: int
+        sriov_numvfs:
+          description: For a PF, how many VFs it has now.
+          type: int
+        revision:
+          description: Revision id, 2 hex digits.
+          type: str
+        link:
+          description: PCIe link (C(speed), C(width), C(max_speed), C(max_width)); V(null) for conventional PCI devices.
+          type: dict
+        netdevs:
+          description: Names of the network interfaces of the device (network devices with a driver).
+          type: list
+          elements: str
+        is_bridge:
+          description: Whether the device is a PCI bridge.
+          type: bool
+        iommu_group_members:
+          description: Every address in the device's IOMMU group, itself included.
+          type: list
+          elements: str
+        allocated_live:
+          description: Whether a running domain holds the device now.
+          type: bool
+        allocated_persistent:
+          description: Whether a domain's persistent configuration holds the device.
+          type: bool
+        inner_address:
+          description: The guest-side PCI address libvirt gave the device, when a running domain holds it.
+          type: str
+      sample:
+        phys_function: "0000:3b:00.0"
+        virt_functions: []
+        sriov_totalvfs: null
+        sriov_numvfs: null
+        revision: "02"
+        link: null
+        netdevs: []
+        is_bridge: false
+        iommu_group_members: ["0000:3b:02.0"]
+        allocated_live: false
+        allocated_persistent: false
+        inner_address: null
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate, _inventory
+from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress, PciAddressError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._hoststate import HostStateError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import (
+    DomainNotFound,
+    LibvirtUnavailable,
+    find_domain,
+)
+from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError, parse_id
+from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsError
+
+
+def argument_spec() -> dict:
+    return dict(
+        address=dict(type='str'),
+        domain=dict(type='str'),
+        vendor_id=dict(type='str'),
+        product_id=dict(type='str'),
+        dev_type=dict(type='str', choices=list(_inventory.DEV_TYPES)),
+        status=dict(type='str', choices=list(_inventory.STATUSES)),
+        device_spec=dict(type='list', elements='dict'),
+        require_libvirt=dict(type='bool', default=True),
+        uri=dict(type='str', default='qemu:///system'),
+        sysfs_root=dict(type='path', default='/sys'),
+        config_path=dict(type='path', default=_hoststate.DEFAULT_CONFIG_PATH),
+    )
+
+
+def run(params: dict) -> tuple[dict, list[str]]:
+    """The module's work, free of AnsibleModule: returns (result, warnings); raises the collection's errors."""
+    address = PciAddress.parse(params['address']) if params['address'] is not None else None
+    filters = {}
+    for key in ('vendor_id', 'product_id'):
+        if params[key] is not None:
+            filters[key] = parse_id(key, params[key])
+    for key in ('dev_type', 'status'):
+        if params[key] is not None:
+            filters[key] = params[key]
+
+    view = _inventory.collect(
+        sysfs_root=params['sysfs_root'],
+        uri=params['uri'],
+        device_spec=params['device_spec'],
+        config_path=params['config_path'],
+        require_libvirt=params['require_libvirt'],
+        addresses=[address] if address is not None else None,
+    )
+    warnings = []
+    if not view.allocations_known:
+        warnings.append(f'allocations unknown: {view.libvirt_error}; every device has status "unknown"')
+
+    devices = view.devices
+    if params['domain'] is not None:
+        if not view.allocations_known:
+            raise LibvirtUnavailable(f'domain {params["domain"]!r} cannot be looked up: {view.libvirt_error}')
+        domain = find_domain(view.domains, params['domain'])
+        devices = [device for device in devices if device['instance_uuid'] == domain.uuid]
+    devices = [device for device in devices if all(device[key] == value for key, value in filters.items() if value != '*')]
+
+    result = dict(
+        changed=False,
+        hypervisor_hostname=view.hostname,
+        allocations_known=view.allocations_known,
+        pci_devices=devices,
+    )
+    if address is not None:
+        result['pci_device'] = devices[0] if devices else None
+    return result, warnings
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    try:
+        result, warnings = run(module.params)
+    except PciAddressError as exc:
+        module.fail_json(msg=f'address: {exc}')
+    except DomainNotFound as exc:
+        module.fail_json(msg=f'domain: {exc}')
+    except (SysfsError, SpecError, HostStateError, LibvirtUnavailable) as exc:
+        module.fail_json(msg=str(exc))
+    for warning in warnings:
+        module.warn(warning)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
