@@ -16,7 +16,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Building libvirt-python needs the libvirt headers; lspci and pci.ids give names and a cross-check.
 DEMO_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libvirt-dev pciutils pci.ids
-TEST_PACKAGES := $(DEMO_PACKAGES) libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 rsync
+TEST_PACKAGES := $(DEMO_PACKAGES) libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 rsync shellcheck
 
 export ANSIBLE_CALLBACK_RESULT_FORMAT := yaml
 export ANSIBLE_NOCOWS := 1
@@ -72,7 +72,7 @@ $(PIP_SEED): tests/utils/get_pip_standin.py
 sanity: venv $(PIP_SEED)
 	@rm -rf $(BUILD)/sanity && mkdir -p $(SANITY_TREE)
 	@git ls-files -co --exclude-standard | rsync -a --ignore-missing-args --files-from=- . $(SANITY_TREE)/
-	cd $(SANITY_TREE) && PATH=$(BIN):$$PATH $(BIN)/ansible-test sanity --local --requirements \
+	cd $(SANITY_TREE) && git init -q && git add -A && PATH=$(BIN):$$PATH $(BIN)/ansible-test sanity --local --requirements \
 		--python $$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 units: venv src-tree

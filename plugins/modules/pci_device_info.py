@@ -23,7 +23,7 @@ description:
     whitelisted.
   - This module never changes anything on the host.
 author:
-  - passthrough.libvirt contributors
+  - passthrough.libvirt contributors (@passthrough-libvirt)
 extends_documentation_fragment:
   - passthrough.libvirt.common
   - passthrough.libvirt.common.attributes

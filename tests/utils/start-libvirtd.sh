@@ -13,10 +13,17 @@ fi
 
 # Debian's qemu driver runs guests as libvirt-qemu; libvirt-daemon-system would create it.
 getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
-if ! getent passwd libvirt-qemu >/dev/null; then
-    groups_opt=()
-    getent group kvm >/dev/null && groups_opt=(-G kvm)
-    useradd --system -g libvirt-qemu "${groups_opt[@]}" -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+getent group kvm >/dev/null || groupadd --system kvm
+getent passwd libvirt-qemu >/dev/null ||
+    useradd --system -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+id -nG libvirt-qemu | grep -qw kvm || usermod -a -G kvm libvirt-qemu
+
+# Without udev (containers, minimal VMs) /dev/kvm stays root-only: QEMU then cannot use KVM as
+# libvirt-qemu, and libvirt re-probes QEMU's capabilities (half a minute) on every call. Apply
+# what the distribution's udev rule does: group kvm, mode 0660.
+if [ -c /dev/kvm ] && [ "$(stat -c %G /dev/kvm)" != kvm ]; then
+    chgrp kvm /dev/kvm
+    chmod 0660 /dev/kvm
 fi
 getent group libvirt >/dev/null || groupadd --system libvirt
 mkdir -p /var/log/libvirt /var/lib/libvirt /run/libvirt
@@ -25,7 +32,7 @@ if [ -d /run/systemd/system ] && systemctl start libvirtd >/dev/null 2>&1; then
     echo "libvirtd: started with systemctl"
 else
     pgrep -x virtlogd >/dev/null || virtlogd -d
-    pgrep -x libvirtd >/dev/null || libvirtd -d
+    libvirtd -d || true   # fails harmlessly when a daemon holding its pid file is still starting
     echo "libvirtd: started as a daemon (no systemd)"
 fi
 

@@ -1,0 +1,70 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A real libvirtd (started when none answers) and real `pcitest-` domains, removed afterwards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.passthrough.libvirt.tests.integration.domains import PREFIX, URI, domain_xml
+
+libvirt = pytest.importorskip('libvirt')
+
+START_SCRIPT = Path(__file__).resolve().parents[1] / 'utils' / 'start-libvirtd.sh'
+
+
+def _remove(dom) -> None:
+    try:
+        if dom.isActive():
+            dom.destroy()
+    except libvirt.libvirtError:
+        pass
+    try:
+        dom.undefine()
+    except libvirt.libvirtError:
+        pass
+
+
+@pytest.fixture(scope='session')
+def conn():
+    if os.geteuid() != 0:
+        pytest.skip('integration tests need root to reach qemu:///system')
+    subprocess.run(['bash', str(START_SCRIPT)], check=True, capture_output=True)
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    connection = libvirt.open(URI)
+    for dom in connection.listAllDomains(0):
+        if dom.name().startswith(PREFIX):
+            _remove(dom)   # left over from an interrupted run
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def define_domain(conn):
+    """Define (and optionally start) `pcitest-` domains; every one is destroyed and undefined afterwards."""
+    created = []
+
+    def define(hostdevs: str = '', start: bool = False):
+        name = f'{PREFIX}{uuid.uuid4().hex[:8]}'
+        dom = conn.defineXML(domain_xml(name, hostdevs))
+        created.append(dom)
+        if start:
+            try:
+                dom.create()
+            except libvirt.libvirtError:
+                # No usable KVM here: the same domain under TCG.
+                dom.undefine()
+                dom = conn.defineXML(domain_xml(name, hostdevs, dom_type='qemu'))
+                created.append(dom)
+                dom.create()
+        return dom
+
+    yield define
+    for dom in created:
+        _remove(dom)

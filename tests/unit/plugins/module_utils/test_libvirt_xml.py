@@ -1,0 +1,90 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Domain XML parsing and the allocation merge. The real daemon is exercised in tests/integration."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
+from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import (
+    DomainInfo,
+    DomainNotFound,
+    allocations,
+    find_domain,
+    parse_hostdevs,
+)
+
+DOMAIN_XML = """
+<domain type='kvm'>
+  <name>web01</name>
+  <devices>
+    <hostdev mode='subsystem' type='pci' managed='yes'>
+      <source><address domain='0x0000' bus='0x3b' slot='0x02' function='0x1'/></source>
+      <alias name='ua-pci-3e1c0a5e-2b7e-4d1a-9a43-2f9a3d5f6c10'/>
+      <address type='pci' domain='0x0000' bus='0x07' slot='0x00' function='0x0'/>
+    </hostdev>
+    <hostdev mode='subsystem' type='pci'>
+      <source><address domain='0x10000' bus='0xe0' slot='0x00' function='0x0'/></source>
+      <alias name='hostdev1'/>
+    </hostdev>
+    <hostdev mode='subsystem' type='usb'>
+      <source><vendor id='0x1234'/><product id='0xbeef'/></source>
+    </hostdev>
+    <hostdev mode='subsystem' type='mdev' model='vfio-pci'>
+      <source><address uuid='c2177883-f1bb-47f0-914d-32a22e3a8804'/></source>
+    </hostdev>
+    <interface type='hostdev' managed='yes'>
+      <source><address type='pci' domain='0x0000' bus='0x3b' slot='0x02' function='0x2'/></source>
+      <mac address='52:54:00:6d:90:02'/>
+    </interface>
+    <interface type='network'><source network='default'/></interface>
+    <hostdev mode='subsystem' type='pci'>
+      <source><address domain='0x0000' bus='0xzz' slot='0x00' function='0x0'/></source>
+    </hostdev>
+  </devices>
+</domain>
+"""
+
+
+def test_parse_hostdevs_finds_pci_hostdevs_and_hostdev_interfaces():
+    hostdevs = parse_hostdevs(DOMAIN_XML)
+    assert [str(h.address) for h in hostdevs] == ['0000:3b:02.1', '10000:e0:00.0', '0000:3b:02.2']
+    ours, foreign, interface = hostdevs
+    assert ours.attachment_id == '3e1c0a5e-2b7e-4d1a-9a43-2f9a3d5f6c10'
+    assert ours.inner_address == '0000:07:00.0' and ours.managed
+    assert foreign.attachment_id is None and foreign.alias == 'hostdev1' and not foreign.managed
+    assert interface.kind == 'interface' and interface.managed
+
+
+def _info(name, uuid, live=(), config=()):
+    return DomainInfo(uuid=uuid, name=name, active=bool(live), persistent=bool(config),
+                      hostdevs_live=parse_hostdevs(live[0]) if live else [],
+                      hostdevs_config=parse_hostdevs(config[0]) if config else [])
+
+
+def test_allocations_merge_live_and_persistent():
+    only_live = DOMAIN_XML.replace("function='0x1'/></source>", "function='0x3'/></source>")
+    info = _info('web01', 'u-1', live=(only_live,), config=(DOMAIN_XML,))
+    result = allocations([info])
+    both = result[PciAddress.parse('0000:3b:02.2')]
+    assert both.live and both.persistent and both.domain_name == 'web01'
+    assert result[PciAddress.parse('0000:3b:02.3')].live and not result[PciAddress.parse('0000:3b:02.3')].persistent
+    persistent_only = result[PciAddress.parse('0000:3b:02.1')]
+    assert persistent_only.persistent and not persistent_only.live
+    assert persistent_only.attachment_id == '3e1c0a5e-2b7e-4d1a-9a43-2f9a3d5f6c10'
+
+
+def test_first_domain_by_name_keeps_a_doubly_configured_device():
+    first = _info('a-dom', 'u-a', config=(DOMAIN_XML,))
+    second = _info('b-dom', 'u-b', config=(DOMAIN_XML,))
+    assert allocations([first, second])[PciAddress.parse('0000:3b:02.1')].domain_uuid == 'u-a'
+
+
+def test_find_domain_by_name_or_uuid():
+    infos = [_info('web01', '8F5B2B0C-4A55-4BD8-9D4E-7F2F4A1C0B6E')]
+    assert find_domain(infos, 'web01') is infos[0]
+    assert find_domain(infos, '8f5b2b0c-4a55-4bd8-9d4e-7f2f4a1c0b6e') is infos[0]
+    with pytest.raises(DomainNotFound, match="'web02' does not exist"):
+        find_domain(infos, 'web02')

@@ -1,0 +1,109 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
+from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError, Whitelist, parse_id
+from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsDevice
+
+
+def device(address='0000:3b:02.1', vendor='8086', product='154c', class_id='020000', driver='iavf', numa=0, netdevs=()):
+    return SysfsDevice(
+        address=PciAddress.parse(address), vendor_id=vendor, product_id=product, class_id=class_id,
+        subsystem_vendor_id='8086', subsystem_product_id='0000', revision='02', driver=driver, numa_node=numa,
+        iommu_group=40, physfn=None, sriov_totalvfs=None, sriov_numvfs=None, netdevs=list(netdevs))
+
+
+@pytest.mark.parametrize('value, expected', [('8086', '8086'), ('0x8086', '8086'), (' 10DE ', '10de'), ('*', '*'), ('1b', '001b')])
+def test_ids_are_read_leniently(value, expected):
+    assert parse_id('vendor_id', value) == expected
+
+
+@pytest.mark.parametrize('value, message', [
+    (8086, 'must be a string'), ('80866', 'not a 4-digit hex'), ('zz', 'not a 4-digit hex'), (None, 'must be a string'),
+])
+def test_bad_ids_name_the_field(value, message):
+    with pytest.raises(SpecError, match=message) as info:
+        Whitelist.parse([{'vendor_id': value}])
+    assert str(info.value).startswith('device_spec[0].vendor_id:')
+
+
+@pytest.mark.parametrize('spec, matches', [
+    ({'vendor_id': '8086', 'product_id': '154c'}, True),
+    ({'vendor_id': '8086', 'product_id': '1572'}, False),
+    ({'address': '0000:3b:02.1'}, True),
+    ({'address': '3b:02.*'}, True),
+    ({'address': ':3b:'}, True),
+    ({'address': '*:3b:*.1'}, True),
+    ({'address': '02.1'}, True),
+    ({'address': '0000:3c:*.*'}, False),
+    ({'address': {'bus': '3[a-c]', 'function': '[0-3]'}}, True),
+    ({'address': {'bus': '3'}}, False),          # a full match, not Nova's prefix match
+    ({'class_id': '02'}, True),
+    ({'class_id': '0x0200'}, True),
+    ({'class_id': '0302'}, False),
+    ({'driver': 'iavf'}, True),
+    ({'driver': 'vfio-pci'}, False),
+    ({'numa_node': 0}, True),
+    ({'numa_node': '1'}, False),
+    ({'devname': 'ens1f0v1'}, True),
+    ({'devname': 'eth9'}, False),
+    ({'subsystem_vendor_id': '8086', 'subsystem_product_id': '0x0000'}, True),
+])
+def test_each_key_matches(spec, matches):
+    whitelist = Whitelist.parse([spec])
+    assert (whitelist.match(device(netdevs=['ens1f0v1'])) is not None) is matches
+
+
+def test_first_match_wins_and_carries_its_tags():
+    whitelist = Whitelist.parse([
+        {'vendor_id': '8086', 'product_id': '154c', 'physical_network': 'physnet1', 'trusted': 'true'},
+        {'vendor_id': '8086', 'physical_network': 'physnet2'},
+    ])
+    assert whitelist.match(device()).tags == {'physical_network': 'physnet1', 'trusted': 'true'}
+    assert whitelist.match(device(product='1572')).tags == {'physical_network': 'physnet2'}
+    assert whitelist.match(device(vendor='10de')) is None
+
+
+@pytest.mark.parametrize('spec, message', [
+    ('vendor_id=8086', r'device_spec\[0\]: .* must be a dict'),
+    ({'address': '0000:3b:00:02.0'}, r'device_spec\[0\].address: .* too many ":"'),
+    ({'address': '0000:3b:20.0'}, 'slot'),
+    ({'address': '0000:zz:00.0'}, 'invalid bus'),
+    ({'address': {'bus': '('}}, 'not a valid regular expression'),
+    ({'address': {'bas': '3b'}}, "unknown key"),
+    ({'address': 5}, 'glob string or a dict'),
+    ({'class_id': 302}, 'class_id'),
+    ({'numa_node': 'zero'}, 'numa_node'),
+    ({'driver': ''}, 'non-empty string'),
+])
+def test_bad_entries_name_the_field(spec, message):
+    with pytest.raises(SpecError, match=message):
+        Whitelist.parse([spec])
+
+
+def test_device_spec_must_be_a_list():
+    with pytest.raises(SpecError, match='must be a list'):
+        Whitelist.parse({'vendor_id': '8086'})
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                           lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+                           max_leaves=8)
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(['vendor_id', 'product_id', 'address', 'class_id', 'numa_node', 'driver', 'devname', 'tag']),
+                                json_values, max_size=4), max_size=3))
+def test_any_input_is_parsed_or_rejected_cleanly(spec):
+    """Random entries never crash: they parse (and then match without error) or raise SpecError."""
+    try:
+        whitelist = Whitelist.parse(spec)
+    except SpecError as exc:
+        assert str(exc).startswith('device_spec[')
+        return
+    whitelist.match(device())
