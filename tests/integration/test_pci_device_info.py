@@ -147,4 +147,3 @@ def test_unreachable_uri_tolerated_when_libvirt_is_optional(run_module, tmp_path
     assert run.result['allocations_known'] is False
     assert {d['status'] for d in run.result['pci_devices']} == {'unknown'}
     assert 'allocations unknown' in str(run.result['warnings'])  # a WarningSummary since ansible-core 2.19
-
