@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 
 # Domain: 1 to 8 hex digits (32-bit domains exist: Intel VMD puts its children in 10000+).
 # Bus and slot: exactly 2 hex digits, function: 1 digit 0-7. Nothing else, so the result is
@@ -24,24 +24,28 @@ class PciAddressError(ValueError):
     """A string or attribute set that is not a valid PCI address."""
 
 
-@dataclass(frozen=True, order=True)
-class PciAddress:
-    """A PCI function address: domain, bus, slot (device) and function, as integers."""
+_Fields = namedtuple('_Fields', 'domain bus slot function')
 
-    domain: int
-    bus: int
-    slot: int
-    function: int
 
-    def __post_init__(self) -> None:
+class PciAddress(_Fields):
+    """A PCI function address: domain, bus, slot (device) and function, as integers.
+
+    A tuple underneath: immutable, hashable, ordered by (domain, bus, slot, function) and cheap to
+    build, which matters when a host has thousands of functions.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, domain: int, bus: int, slot: int, function: int) -> PciAddress:
         for name, value, limit in (
-            ('domain', self.domain, 0xFFFFFFFF),
-            ('bus', self.bus, 0xFF),
-            ('slot', self.slot, _MAX_SLOT),
-            ('function', self.function, 0x7),
+            ('domain', domain, 0xFFFFFFFF),
+            ('bus', bus, 0xFF),
+            ('slot', slot, _MAX_SLOT),
+            ('function', function, 0x7),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
                 raise PciAddressError(f'PCI address {name} {value!r} is out of range 0..{limit:#x}')
+        return _Fields.__new__(cls, domain, bus, slot, function)
 
     @classmethod
     def parse(cls, text: object) -> PciAddress:
@@ -53,15 +57,12 @@ class PciAddress:
             raise PciAddressError(
                 f'invalid PCI address {text!r}: expected DDDD:BB:SS.F in hex (for example 0000:3b:00.0)'
             )
-        slot = int(match.group('slot'), 16)
-        if slot > _MAX_SLOT:
-            raise PciAddressError(f'invalid PCI address {text!r}: slot {slot:#04x} is above 0x1f')
-        return cls(
-            domain=int(match.group('domain') or '0', 16),
-            bus=int(match.group('bus'), 16),
-            slot=slot,
-            function=int(match.group('function'), 16),
-        )
+        domain, bus, slot, function = match.groups()
+        slot_number = int(slot, 16)
+        if slot_number > _MAX_SLOT:
+            raise PciAddressError(f'invalid PCI address {text!r}: slot {slot_number:#04x} is above 0x1f')
+        # The pattern bounds every other field, so the checks of __new__ can be skipped.
+        return _Fields.__new__(cls, int(domain or '0', 16), int(bus, 16), slot_number, int(function, 16))
 
     @classmethod
     def from_libvirt(cls, attrs: dict[str, str]) -> PciAddress:
@@ -76,7 +77,7 @@ class PciAddress:
                 values[name] = int(raw, 16) if raw.lower().startswith('0x') else int(raw, 10)
             except ValueError:
                 raise PciAddressError(f'libvirt PCI address {attrs!r} has an invalid {name} {raw!r}') from None
-        return cls(**values)
+        return cls(values['domain'], values['bus'], values['slot'], values['function'])
 
     def __str__(self) -> str:
         return f'{self.domain:04x}:{self.bus:02x}:{self.slot:02x}.{self.function:x}'

@@ -45,6 +45,34 @@ class HostView:
     whitelist_source: str = 'none'
 
 
+def extra_info(device: SysfsDevice, allocation: Allocation | None, group_members: list[PciAddress]) -> dict[str, Any]:
+    """Facts that apply to this device only, like Nova's extra_info: a key is absent when it does not apply.
+
+    Keeping records small matters: Ansible walks and serialises every value of a module's result.
+    """
+    info: dict[str, Any] = {'revision': device.revision}
+    if device.physfn is not None:
+        info['phys_function'] = str(device.physfn)
+    if device.sriov_totalvfs is not None:
+        info['sriov_totalvfs'] = device.sriov_totalvfs
+        info['sriov_numvfs'] = device.sriov_numvfs
+        info['virt_functions'] = [str(vf) for vf in device.virtfns]
+    if device.link:
+        info['link'] = device.link
+    if device.netdevs:
+        info['netdevs'] = device.netdevs
+    if device.is_bridge:
+        info['is_bridge'] = True
+    if group_members:
+        info['iommu_group_members'] = [str(member) for member in group_members]
+    if allocation is not None:
+        info['allocated_live'] = allocation.live
+        info['allocated_persistent'] = allocation.persistent
+        if allocation.inner_address:
+            info['inner_address'] = allocation.inner_address
+    return info
+
+
 def device_record(device: SysfsDevice, names: _pciids.PciIds, whitelist: Whitelist,
                   allocation: Allocation | None, allocations_known: bool,
                   group_members: list[PciAddress]) -> dict[str, Any]:
@@ -82,20 +110,7 @@ def device_record(device: SysfsDevice, names: _pciids.PciIds, whitelist: Whiteli
         'instance_uuid': allocation.domain_uuid if allocation else None,
         'instance_name': allocation.domain_name if allocation else None,
         'attachment_id': allocation.attachment_id if allocation else None,
-        'extra_info': {
-            'phys_function': str(device.physfn) if device.physfn else None,
-            'virt_functions': [str(vf) for vf in device.virtfns],
-            'sriov_totalvfs': device.sriov_totalvfs,
-            'sriov_numvfs': device.sriov_numvfs,
-            'revision': device.revision,
-            'link': device.link or None,
-            'netdevs': device.netdevs,
-            'is_bridge': device.is_bridge,
-            'iommu_group_members': [str(member) for member in group_members],
-            'allocated_live': allocation.live if allocation else False,
-            'allocated_persistent': allocation.persistent if allocation else False,
-            'inner_address': allocation.inner_address if allocation else None,
-        },
+        'extra_info': extra_info(device, allocation, group_members),
     }
 
 
@@ -110,12 +125,13 @@ def read_allocations(uri: str) -> tuple[str | None, list[DomainInfo]]:
 
 def collect(sysfs_root: str = '/sys', uri: str = 'qemu:///system', device_spec: Any = None,
             config_path: str = _hoststate.DEFAULT_CONFIG_PATH, require_libvirt: bool = True,
-            addresses: list[PciAddress] | None = None, pci_ids_path: str | None = None) -> HostView:
+            addresses: list[PciAddress] | None = None, pci_ids_path: str | None = None,
+            pcie_link: bool = False) -> HostView:
     """Read the host. ``device_spec`` None means the stored whitelist (none stored: every device unmanaged).
 
     Raises SysfsError, SpecError, HostStateError, and LibvirtUnavailable when ``require_libvirt``.
     """
-    sysfs = Sysfs(sysfs_root)
+    sysfs = Sysfs(sysfs_root, pcie_link=pcie_link)
     sysfs.check()
     if device_spec is None:
         stored = _hoststate.load(config_path).get('device_spec')

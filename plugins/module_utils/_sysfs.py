@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from dataclasses import dataclass, field
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress, PciAddressError
@@ -66,10 +67,14 @@ class SysfsDevice:
         return 'type-PCI'
 
 
-def _read(path: str) -> str | None:
-    """Content of a sysfs attribute, stripped; None when it does not exist or cannot be read."""
+_O_DIR = os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) | getattr(os, 'O_CLOEXEC', 0)
+_O_FILE = os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0)
+
+
+def _read_at(dir_fd: int, name: str) -> str | None:
+    """Content of a sysfs attribute relative to an open device directory, stripped; None when absent."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(name, _O_FILE, dir_fd=dir_fd)
     except OSError:
         return None
     try:
@@ -80,16 +85,28 @@ def _read(path: str) -> str | None:
         os.close(fd)
 
 
-def _link_name(path: str) -> str | None:
+def _link_name_at(dir_fd: int, name: str) -> str | None:
     """Last component of a symlink's target (``driver`` -> ``vfio-pci``), None when absent."""
     try:
-        return os.path.basename(os.readlink(path))
+        return os.path.basename(os.readlink(name, dir_fd=dir_fd))
     except OSError:
         return None
 
 
+def _list_at(dir_fd: int, name: str) -> list[str]:
+    """Entries of a subdirectory, sorted; empty when absent."""
+    try:
+        fd = os.open(name, _O_DIR, dir_fd=dir_fd)
+    except OSError:
+        return []
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
+
+
 def _int(text: str | None) -> int | None:
-    if text is None or text == '':
+    if not text:
         return None
     try:
         return int(text, 0)
@@ -98,39 +115,81 @@ def _int(text: str | None) -> int | None:
 
 
 def _hex_id(text: str | None, width: int) -> str | None:
+    """Normalise a hex id to ``width`` lowercase digits ('0x8086', '8086'; '20000' for a class)."""
     if not text:
         return None
     try:
-        return f'{int(text, 16):0{width}x}'
+        number = int(text, 16)
     except ValueError:
         return None
+    return text.lower() if len(text) == width and text.isalnum() else f'{number:0{width}x}'
+
+
+def _split_ids(value: str | None) -> tuple[str | None, str | None]:
+    """'8086:1572' (uevent's PCI_ID and PCI_SUBSYS_ID) -> ('8086', '1572')."""
+    if not value:
+        return None, None
+    first, sep, second = value.partition(':')
+    if not sep:
+        return None, None
+    return _hex_id(first, 4), _hex_id(second, 4)
 
 
 def _parse_uevent(text: str) -> dict[str, str]:
     values = {}
-    for line in text.splitlines():
+    for line in text.split('\n'):
         key, sep, value = line.partition('=')
         if sep:
             values[key] = value
     return values
 
 
-def _split_ids(value: str | None) -> tuple[str | None, str | None]:
-    if not value or ':' not in value:
-        return None, None
-    first, second = value.split(':', 1)
-    return _hex_id(first, 4), _hex_id(second, 4)
+# The kernel writes a PCI device's uevent in this order (drivers/pci/pci-driver.c, pci_uevent), with
+# the ids in upper-case hex and DRIVER= first when a driver is bound (drivers/base/core.c).
+_UEVENT_RE = re.compile(
+    r'(?:DRIVER=([^\n]*)\n)?PCI_CLASS=([0-9A-Fa-f]{1,6})\nPCI_ID=([0-9A-Fa-f]{4}):([0-9A-Fa-f]{4})\n'
+    r'PCI_SUBSYS_ID=([0-9A-Fa-f]{4}):([0-9A-Fa-f]{4})\n'
+)
 
 
-_LINK_ATTRS = ('current_link_speed', 'current_link_width', 'max_link_speed', 'max_link_width')
+def _uevent_fields(text: str) -> tuple[str | None, str | None, str | None, str | None, str | None, str | None]:
+    """(driver, class_id, vendor_id, product_id, subsystem_vendor_id, subsystem_product_id) from uevent text."""
+    match = _UEVENT_RE.match(text)
+    if match:
+        driver, pci_class, vendor, product, sub_vendor, sub_product = match.groups()
+        return driver or None, pci_class.lower().zfill(6), vendor.lower(), product.lower(), sub_vendor.lower(), sub_product.lower()
+    # Any other layout: read it key by key.
+    uevent = _parse_uevent(text)
+    vendor_id, product_id = _split_ids(uevent.get('PCI_ID'))
+    subsystem_vendor_id, subsystem_product_id = _split_ids(uevent.get('PCI_SUBSYS_ID'))
+    return (uevent.get('DRIVER') or None, _hex_id(uevent.get('PCI_CLASS'), 6), vendor_id, product_id,
+            subsystem_vendor_id, subsystem_product_id)
+
+
+def _read_link_status(dir_fd: int) -> dict[str, object]:
+    # The kernel answers current_link_* and max_link_width by reading the device's PCIe capability
+    # registers (config space), which can wake a device from D3cold: only read on request.
+    speed = _read_at(dir_fd, 'current_link_speed')
+    if speed is None:
+        return {}
+    return {
+        'speed': speed,
+        'width': _int(_read_at(dir_fd, 'current_link_width')),
+        'max_speed': _read_at(dir_fd, 'max_link_speed'),
+        'max_width': _int(_read_at(dir_fd, 'max_link_width')),
+    }
 
 
 class Sysfs:
-    """A sysfs tree rooted at ``root`` (``/sys`` on a host, any directory for fixture trees)."""
+    """A sysfs tree rooted at ``root`` (``/sys`` on a host, any directory for fixture trees).
 
-    def __init__(self, root: str = '/sys') -> None:
+    ``pcie_link`` also reads the PCIe link attributes, which the kernel takes from config space.
+    """
+
+    def __init__(self, root: str = '/sys', pcie_link: bool = False) -> None:
         self.root = root
         self.devices_dir = os.path.join(root, 'bus', 'pci', 'devices')
+        self.pcie_link = pcie_link
 
     def check(self) -> None:
         """Fail with a clear message when the root or its PCI bus does not exist."""
@@ -160,51 +219,72 @@ class Sysfs:
 
     def read_device(self, address: PciAddress) -> SysfsDevice:
         """Read one device. Raises SysfsError when it does not exist."""
-        base = self.device_path(address) + '/'
-        uevent_text = _read(base + 'uevent')
-        if uevent_text is None:
+        self.check()
+        devices_fd = os.open(self.devices_dir, _O_DIR)
+        try:
+            device = self._read_at(devices_fd, address)
+        finally:
+            os.close(devices_fd)
+        if device is None:
             raise SysfsError(f'PCI device {address} does not exist under {self.devices_dir}')
-        uevent = _parse_uevent(uevent_text)
-        vendor_id, product_id = _split_ids(uevent.get('PCI_ID'))
+        return device
+
+    def read_devices(self) -> list[SysfsDevice]:
+        """Every device, sorted by address, with each PF's ``virtfns`` filled from its VFs' ``physfn``."""
+        addresses = self.addresses()
+        devices = []
+        devices_fd = os.open(self.devices_dir, _O_DIR)
+        try:
+            for address in addresses:
+                device = self._read_at(devices_fd, address)
+                if device is not None:  # None: removed while we were reading (hot-unplug, VFs destroyed)
+                    devices.append(device)
+        finally:
+            os.close(devices_fd)
+        by_address = {device.address: device for device in devices}
+        for device in devices:
+            if device.physfn is not None and device.physfn in by_address:
+                by_address[device.physfn].virtfns.append(device.address)
+        return devices
+
+    def _read_at(self, devices_fd: int, address: PciAddress) -> SysfsDevice | None:
+        # One open of the device directory (through the kernel's bus/pci/devices link); every
+        # attribute is then opened relative to it, without resolving the long path again.
+        try:
+            fd = os.open(str(address), _O_DIR, dir_fd=devices_fd)
+        except OSError:
+            return None
+        try:
+            return self._read_device_dir(fd, address)
+        finally:
+            os.close(fd)
+
+    def _read_device_dir(self, fd: int, address: PciAddress) -> SysfsDevice | None:
+        uevent_text = _read_at(fd, 'uevent')
+        if uevent_text is None:
+            return None
+        driver, class_id, vendor_id, product_id, subsystem_vendor_id, subsystem_product_id = _uevent_fields(uevent_text + '\n')
         if vendor_id is None or product_id is None:
-            # Very old kernels: fall back to the individual attributes.
-            vendor_id = _hex_id(_read(base + 'vendor'), 4) or 'ffff'
-            product_id = _hex_id(_read(base + 'device'), 4) or 'ffff'
-        subsystem_vendor_id, subsystem_product_id = _split_ids(uevent.get('PCI_SUBSYS_ID'))
-        class_id = _hex_id(uevent.get('PCI_CLASS') or _read(base + 'class'), 6) or '000000'
-        numa_node = _int(_read(base + 'numa_node'))
+            # Not in uevent (very old kernels): the individual attributes.
+            vendor_id = _hex_id(_read_at(fd, 'vendor'), 4) or 'ffff'
+            product_id = _hex_id(_read_at(fd, 'device'), 4) or 'ffff'
+        if class_id is None:
+            class_id = _hex_id(_read_at(fd, 'class'), 6) or '000000'
 
         physfn = None
-        physfn_name = _link_name(base + 'physfn')
+        physfn_name = _link_name_at(fd, 'physfn')
         if physfn_name:
             try:
                 physfn = PciAddress.parse(physfn_name)
             except PciAddressError:
                 physfn = None
-
         totalvfs = numvfs = None
         if physfn is None:
-            totalvfs = _int(_read(base + 'sriov_totalvfs'))
+            totalvfs = _int(_read_at(fd, 'sriov_totalvfs'))
             if totalvfs is not None:
-                numvfs = _int(_read(base + 'sriov_numvfs'))
+                numvfs = _int(_read_at(fd, 'sriov_numvfs'))
 
-        link: dict[str, object] = {}
-        speed = _read(base + 'current_link_speed')
-        if speed is not None:
-            link['speed'] = speed
-            link['width'] = _int(_read(base + 'current_link_width'))
-            link['max_speed'] = _read(base + 'max_link_speed')
-            link['max_width'] = _int(_read(base + 'max_link_width'))
-
-        netdevs: list[str] = []
-        if class_id.startswith('02'):
-            try:
-                netdevs = sorted(os.listdir(base + 'net'))
-            except OSError:
-                netdevs = []
-
-        group = _link_name(base + 'iommu_group')
-        revision = _hex_id(_read(base + 'revision'), 2)
+        numa_node = _int(_read_at(fd, 'numa_node'))
         return SysfsDevice(
             address=address,
             vendor_id=vendor_id,
@@ -212,30 +292,16 @@ class Sysfs:
             class_id=class_id,
             subsystem_vendor_id=subsystem_vendor_id,
             subsystem_product_id=subsystem_product_id,
-            revision=revision,
-            driver=uevent.get('DRIVER') or None,
+            revision=_hex_id(_read_at(fd, 'revision'), 2),
+            driver=driver,
             numa_node=numa_node if numa_node is not None and numa_node >= 0 else None,
-            iommu_group=_int(group),
+            iommu_group=_int(_link_name_at(fd, 'iommu_group')),
             physfn=physfn,
             sriov_totalvfs=totalvfs,
             sriov_numvfs=numvfs,
-            link=link,
-            netdevs=netdevs,
+            link=_read_link_status(fd) if self.pcie_link else {},
+            netdevs=_list_at(fd, 'net') if class_id.startswith('02') else [],
         )
-
-    def read_devices(self) -> list[SysfsDevice]:
-        """Every device, sorted by address, with each PF's ``virtfns`` filled from its VFs' ``physfn``."""
-        devices = []
-        for address in self.addresses():
-            try:
-                devices.append(self.read_device(address))
-            except SysfsError:
-                continue  # removed while we were reading (hot-unplug, VFs being destroyed)
-        by_address = {device.address: device for device in devices}
-        for device in devices:
-            if device.physfn is not None and device.physfn in by_address:
-                by_address[device.physfn].virtfns.append(device.address)
-        return devices
 
     def iommu_group_members(self, group: int) -> list[PciAddress]:
         """Addresses in an IOMMU group, sorted; empty when the group does not exist."""

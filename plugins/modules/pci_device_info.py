@@ -13,9 +13,10 @@ version_added: 0.1.0
 description:
   - Reads every PCI function of the host from sysfs (C(<sysfs_root>/bus/pci/devices)) - ids, vendor and product
     names, class, subsystem ids, driver, NUMA node, IOMMU group and its members, SR-IOV physical and virtual
-    functions, PCIe link - and tells for each whether a libvirt domain holds it.
-  - Only the kernel's cached attributes are read. The module never reads PCI config space and never runs
-    C(lspci), so it does not wake devices from low-power states and cannot hang on a broken device.
+    functions, and on request the PCIe link - and tells for each whether a libvirt domain holds it.
+  - By default only the kernel's cached attributes are read. The module never runs C(lspci) and reads no PCI
+    config space unless O(pcie_link=true), so it does not wake devices from low-power states and cannot hang on a
+    broken device.
   - A device is C(allocated) when any domain, running or not, names it in a C(<hostdev type='pci'>) or an
     C(<interface type='hostdev'>) of its live or persistent XML. libvirt itself is the record of allocations.
   - A device that is not allocated is C(available) when the whitelist matches it and C(unmanaged) otherwise.
@@ -71,6 +72,14 @@ options:
       - When omitted, the whitelist stored in O(config_path) is used.
     type: list
     elements: dict
+  pcie_link:
+    description:
+      - Also read the PCIe link of each device (current and maximum speed and width) into
+        RV(pci_devices[].extra_info.link).
+      - The kernel answers these attributes by reading the device's PCIe capability registers, that is config
+        space, which can wake a device from a low-power state (D3cold). Off by default for that reason.
+    type: bool
+    default: false
   require_libvirt:
     description:
       - When V(true), the module fails if libvirt cannot be reached at O(uri).
@@ -99,9 +108,10 @@ EXAMPLES = r'''
   ansible.builtin.debug:
     msg: "{{ pci.pci_devices | selectattr('vendor_id', 'eq', '10de') | selectattr('status', 'eq', 'available') | map(attribute='address') }}"
 
-- name: One device, with its IOMMU group members and SR-IOV details
+- name: One device, with its IOMMU group members, SR-IOV details and PCIe link
   passthrough.libvirt.pci_device_info:
     address: "0000:3b:00.0"
+    pcie_link: true
   register: nic
 
 - name: Which devices does a domain hold?
@@ -245,61 +255,59 @@ pci_devices:
       type: str
       sample: 3e1c0a5e-2b7e-4d1a-9a43-2f9a3d5f6c10
     extra_info:
-      description: Further facts about the device.
+      description:
+        - Further facts about the device. A key is present only when it applies to the device, as in Nova's
+          C(extra_info); use the C(default) filter when reading an optional key.
       type: dict
       contains:
-        phys_function:
-          description: For a VF, its PF's address.
+        revision:
+          description: Revision id, 2 hex digits. Always present.
           type: str
-        virt_functions:
-          description: For a PF, the addresses of its VFs now created.
-          type: list
-          elements: str
+        phys_function:
+          description: The PF's address. VFs only.
+          type: str
         sriov_totalvfs:
-          description: For a PF, how many VFs it can have.
+          description: How many VFs the PF can have. SR-IOV PFs only.
           type: int
         sriov_numvfs:
-          description: For a PF, how many VFs it has now.
+          description: How many VFs the PF has now. SR-IOV PFs only.
           type: int
-        revision:
-          description: Revision id, 2 hex digits.
-          type: str
+        virt_functions:
+          description: The addresses of the PF's VFs now created. SR-IOV PFs only.
+          type: list
+          elements: str
         link:
-          description: PCIe link (C(speed), C(width), C(max_speed), C(max_width)); V(null) for conventional PCI devices.
+          description:
+            - PCIe link, C(speed), C(width), C(max_speed), C(max_width).
+            - Only with O(pcie_link=true), and only for PCI Express devices.
           type: dict
         netdevs:
-          description: Names of the network interfaces of the device (network devices with a driver).
+          description: Names of the device's network interfaces. Network devices with a driver only.
           type: list
           elements: str
         is_bridge:
-          description: Whether the device is a PCI bridge.
+          description: V(true) for PCI bridges; absent for other devices.
           type: bool
         iommu_group_members:
-          description: Every address in the device's IOMMU group, itself included.
+          description: Every address in the device's IOMMU group, itself included. Absent when the IOMMU is off.
           type: list
           elements: str
         allocated_live:
-          description: Whether a running domain holds the device now.
+          description: Whether a running domain holds the device now. Allocated devices only.
           type: bool
         allocated_persistent:
-          description: Whether a domain's persistent configuration holds the device.
+          description: Whether a domain's persistent configuration holds the device. Allocated devices only.
           type: bool
         inner_address:
-          description: The guest-side PCI address libvirt gave the device, when a running domain holds it.
+          description: The guest-side PCI address libvirt gave the device. Only while a running domain holds it.
           type: str
       sample:
-        phys_function: "0000:3b:00.0"
-        virt_functions: []
-        sriov_totalvfs: null
-        sriov_numvfs: null
         revision: "02"
-        link: null
-        netdevs: []
-        is_bridge: false
+        phys_function: "0000:3b:00.0"
         iommu_group_members: ["0000:3b:02.0"]
-        allocated_live: false
-        allocated_persistent: false
-        inner_address: null
+        allocated_live: true
+        allocated_persistent: true
+        inner_address: "0000:07:00.0"
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -325,6 +333,7 @@ def argument_spec() -> dict:
         dev_type=dict(type='str', choices=list(_inventory.DEV_TYPES)),
         status=dict(type='str', choices=list(_inventory.STATUSES)),
         device_spec=dict(type='list', elements='dict'),
+        pcie_link=dict(type='bool', default=False),
         require_libvirt=dict(type='bool', default=True),
         uri=dict(type='str', default='qemu:///system'),
         sysfs_root=dict(type='path', default='/sys'),
@@ -350,6 +359,7 @@ def run(params: dict) -> tuple[dict, list[str]]:
         config_path=params['config_path'],
         require_libvirt=params['require_libvirt'],
         addresses=[address] if address is not None else None,
+        pcie_link=params['pcie_link'],
     )
     warnings = []
     if not view.allocations_known:

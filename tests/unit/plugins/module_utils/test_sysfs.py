@@ -34,7 +34,7 @@ def expected_type(fixture) -> str:
 
 def test_every_field_matches_the_fixture(tree):
     root, fixtures = tree
-    devices = Sysfs(str(root)).read_devices()
+    devices = Sysfs(str(root), pcie_link=True).read_devices()
     assert [str(d.address) for d in devices] == sorted(fixtures, key=PciAddress.parse)
     vfs_of: dict[str, list[str]] = {}
     for fixture in fixtures.values():
@@ -62,6 +62,13 @@ def test_every_field_matches_the_fixture(tree):
         else:
             assert device.link['speed'] == fixture.link_speed
             assert device.link['width'] == fixture.link_width
+
+
+def test_link_is_only_read_on_request(tmp_path):
+    sysfs_tree.dual_socket_server(tmp_path)
+    assert all(device.link == {} for device in Sysfs(str(tmp_path)).read_devices())
+    gpu = Sysfs(str(tmp_path), pcie_link=True).read_device(PciAddress.parse('0000:3c:00.0'))
+    assert gpu.link == {'speed': '8.0 GT/s PCIe', 'width': 16, 'max_speed': '16.0 GT/s PCIe', 'max_width': 16}
 
 
 def test_dual_socket_topology(tmp_path):

@@ -162,3 +162,21 @@ def test_unreadable_state_file_is_named(run_module, host, tmp_path):
     (tmp_path / 'state.json').write_text('{not json')
     run = run_module('pci_device_info', **host)
     assert run.rc == 1 and run.msg.startswith(f"config_path '{tmp_path / 'state.json'}' cannot be read as a state file")
+
+
+def test_pcie_link_only_on_request(run_module, host):
+    plain = run_module('pci_device_info', address='0000:3c:00.0', **host).result['pci_device']
+    assert 'link' not in plain['extra_info']
+    linked = run_module('pci_device_info', address='0000:3c:00.0', pcie_link=True, **host).result['pci_device']
+    assert linked['extra_info']['link'] == {'speed': '8.0 GT/s PCIe', 'width': 16, 'max_speed': '16.0 GT/s PCIe', 'max_width': 16}
+
+
+def test_extra_info_holds_only_what_applies(run_module, host):
+    devices = by_address(run_module('pci_device_info', **host))
+    assert set(devices['0000:3b:02.0']['extra_info']) == {'revision', 'phys_function', 'netdevs', 'iommu_group_members'}
+    assert set(devices['0000:5e:00.0']['extra_info']) == {'revision', 'sriov_totalvfs', 'sriov_numvfs', 'virt_functions', 'netdevs',
+                                                          'iommu_group_members'}
+    assert devices['0000:5e:00.0']['extra_info']['sriov_numvfs'] == 0
+    assert devices['0000:3a:00.0']['extra_info']['is_bridge'] is True
+    assert set(devices['10000:e0:00.0']['extra_info']) == {'revision'}
+    assert {'allocated_live', 'allocated_persistent', 'inner_address'} <= set(devices['0000:3b:02.2']['extra_info'])
