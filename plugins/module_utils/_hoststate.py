@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 DEFAULT_CONFIG_PATH = '/etc/passthrough-libvirt/state.json'
@@ -37,7 +36,3 @@ def load(config_path: str) -> dict[str, Any]:
     state.setdefault('device_spec', None)
     state.setdefault('original_drivers', {})
     return state
-
-
-def exists(config_path: str) -> bool:
-    return os.path.isfile(config_path)

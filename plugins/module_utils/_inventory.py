@@ -42,7 +42,6 @@ class HostView:
     allocations_known: bool
     libvirt_error: str | None = None
     domains: list[DomainInfo] = field(default_factory=list)
-    whitelist_source: str = 'none'
 
 
 def extra_info(device: SysfsDevice, allocation: Allocation | None, group_members: list[PciAddress]) -> dict[str, Any]:
@@ -76,7 +75,7 @@ def extra_info(device: SysfsDevice, allocation: Allocation | None, group_members
 def device_record(device: SysfsDevice, names: _pciids.PciIds, whitelist: Whitelist,
                   allocation: Allocation | None, allocations_known: bool,
                   group_members: list[PciAddress]) -> dict[str, Any]:
-    """One device in the shape of DESIGN.md's device fields."""
+    """One device record, with the fields pci_device_info documents under pci_devices."""
     # PCI bridges carry the topology: never offered to a guest, whatever the whitelist says.
     spec = None if device.is_bridge else whitelist.match(device)
     if allocation is not None:
@@ -134,12 +133,9 @@ def collect(sysfs_root: str = '/sys', uri: str = 'qemu:///system', device_spec: 
     sysfs = Sysfs(sysfs_root, pcie_link=pcie_link)
     sysfs.check()
     if device_spec is None:
-        stored = _hoststate.load(config_path).get('device_spec')
-        whitelist = Whitelist.parse(stored)
-        source = 'stored' if stored is not None else 'none'
+        whitelist = Whitelist.parse(_hoststate.load(config_path).get('device_spec'))
     else:
         whitelist = Whitelist.parse(device_spec)
-        source = 'inline'
 
     libvirt_error = None
     hostname = None
@@ -174,5 +170,4 @@ def collect(sysfs_root: str = '/sys', uri: str = 'qemu:///system', device_spec: 
         allocations_known=allocations_known,
         libvirt_error=libvirt_error,
         domains=domains,
-        whitelist_source=source,
     )

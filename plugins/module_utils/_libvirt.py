@@ -29,7 +29,6 @@ else:
 
 # Our attachments carry a user alias "ua-pci-<uuid>" (libvirt requires the "ua-" prefix).
 ALIAS_PREFIX = 'ua-pci-'
-METADATA_NS = 'https://github.com/passthrough-libvirt/passthrough.libvirt/pci/1'
 
 
 class LibvirtUnavailable(Exception):

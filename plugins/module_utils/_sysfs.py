@@ -18,7 +18,6 @@ given root.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 from dataclasses import dataclass, field
@@ -210,13 +209,6 @@ class Sysfs:
         result.sort()
         return result
 
-    def device_path(self, address: PciAddress) -> str:
-        # str(PciAddress) is made only of hex digits, ':' and '.', so it is a safe path component.
-        return os.path.join(self.devices_dir, str(address))
-
-    def exists(self, address: PciAddress) -> bool:
-        return os.path.isdir(self.device_path(address))
-
     def read_device(self, address: PciAddress) -> SysfsDevice:
         """Read one device. Raises SysfsError when it does not exist."""
         self.check()
@@ -302,27 +294,3 @@ class Sysfs:
             link=_read_link_status(fd) if self.pcie_link else {},
             netdevs=_list_at(fd, 'net') if class_id.startswith('02') else [],
         )
-
-    def iommu_group_members(self, group: int) -> list[PciAddress]:
-        """Addresses in an IOMMU group, sorted; empty when the group does not exist."""
-        path = os.path.join(self.root, 'kernel', 'iommu_groups', str(int(group)), 'devices')
-        try:
-            names = os.listdir(path)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                return []
-            raise SysfsError(f'cannot list IOMMU group {group} at {path}: {exc.strerror}') from exc
-        members = []
-        for name in names:
-            try:
-                members.append(PciAddress.parse(name))
-            except PciAddressError:
-                continue
-        return sorted(members)
-
-    def iommu_enabled(self) -> bool:
-        """True when the kernel has IOMMU groups (the IOMMU is on)."""
-        try:
-            return bool(os.listdir(os.path.join(self.root, 'kernel', 'iommu_groups')))
-        except OSError:
-            return False

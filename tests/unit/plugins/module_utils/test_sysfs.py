@@ -73,8 +73,7 @@ def test_link_is_only_read_on_request(tmp_path):
 
 def test_dual_socket_topology(tmp_path):
     sysfs_tree.dual_socket_server(tmp_path)
-    sysfs = Sysfs(str(tmp_path))
-    devices = {str(d.address): d for d in sysfs.read_devices()}
+    devices = {str(d.address): d for d in Sysfs(str(tmp_path)).read_devices()}
     pf = devices['0000:3b:00.0']
     assert pf.dev_type == 'type-PF' and pf.sriov_totalvfs == 64 and pf.sriov_numvfs == 4
     assert [str(vf) for vf in pf.virtfns] == ['0000:3b:02.0', '0000:3b:02.1', '0000:3b:02.2', '0000:3b:02.3']
@@ -84,11 +83,7 @@ def test_dual_socket_topology(tmp_path):
     assert devices['0000:d8:00.0'].numa_node is None                   # the kernel's -1
     assert devices['10000:e0:00.0'].iommu_group is None                # behind VMD, 32-bit domain
     assert devices['0000:3a:00.0'].is_bridge and not devices['0000:3b:00.0'].is_bridge
-    gpu, audio = devices['0000:af:00.0'], devices['0000:af:00.1']
-    assert gpu.iommu_group == audio.iommu_group == 24
-    assert sysfs.iommu_group_members(24) == [gpu.address, audio.address]
-    assert sysfs.iommu_group_members(9999) == []
-    assert sysfs.iommu_enabled()
+    assert devices['0000:af:00.0'].iommu_group == devices['0000:af:00.1'].iommu_group == 24   # GPU + its audio
 
 
 def test_links_are_relative_and_stay_in_the_tree(tmp_path):
@@ -106,9 +101,7 @@ def test_links_are_relative_and_stay_in_the_tree(tmp_path):
 
 def test_host_without_iommu(tmp_path):
     sysfs_tree.no_iommu_host(tmp_path)
-    sysfs = Sysfs(str(tmp_path))
-    assert not sysfs.iommu_enabled()
-    assert all(device.iommu_group is None for device in sysfs.read_devices())
+    assert all(device.iommu_group is None for device in Sysfs(str(tmp_path)).read_devices())
 
 
 def test_missing_root_and_missing_bus_are_clear_errors(tmp_path):
