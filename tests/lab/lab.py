@@ -1,0 +1,455 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The nested VFIO lab: two hypervisor VMs with a virtual IOMMU, driven over SSH (`make lab`).
+
+Each hypervisor (lab1, lab2) is a Debian VM with libvirt and QEMU, an emulated Intel IOMMU, two
+e1000e NICs and an SR-IOV NVMe, each device on its own PCIe root port, so that real VFIO hot-plug
+into a nested guest can be exercised on machines that have no IOMMU themselves. The lab builds
+its image once (cached by recipe), boots both VMs on fresh overlays, runs the scenario, prints a
+summary of each step with its time, and always shuts the VMs down.
+
+    python tests/lab/lab.py [--accel tcg|kvm] [--memory MiB] [--keep-running]
+    python tests/lab/lab.py --down
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+WORK = REPO / '.build' / 'lab'
+HOSTS = ('lab1', 'lab2')
+SSH_TIMEOUT = 240
+VF_COUNT = 2
+
+
+class LabError(Exception):
+    """A step failed; the message says which and why."""
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    ok: bool
+    detail: str = ''
+
+
+@dataclass
+class Lab:
+    accel: str
+    memory: int
+    steps: list[Step] = field(default_factory=list)
+    vms: dict[str, subprocess.Popen] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        started = time.monotonic()
+        print(f'lab: {name} ...', flush=True)
+        record = Step(name, 0.0, False)
+        try:
+            yield record
+            record.ok = True
+        finally:
+            record.seconds = time.monotonic() - started
+            self.steps.append(record)
+            mark = 'ok ' if record.ok else 'FAIL'
+            print(f'lab: [{mark}] {name} ({record.seconds:.1f} s){" - " + record.detail if record.detail else ""}', flush=True)
+
+
+class MemorySampler:
+    """Peak memory in use on this machine (MemTotal - MemAvailable) while the lab runs."""
+
+    def __init__(self) -> None:
+        self.baseline = self.peak = self._used()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _used() -> int:
+        values = {}
+        with open('/proc/meminfo', encoding='ascii') as handle:
+            for line in handle:
+                key, value = line.split(':', 1)
+                values[key] = int(value.split()[0]) * 1024
+        return values['MemTotal'] - values['MemAvailable']
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, self._used())
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def gib(value: int) -> str:
+    return f'{value / 2**30:.2f} GiB'
+
+
+def run(command: list[str], log: Path | None = None, timeout: float = 900, env: dict | None = None) -> str:
+    """Run a command; its output goes to ``log`` (and is returned). A failure raises LabError with the tail."""
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    output = proc.stdout + proc.stderr
+    if log is not None:
+        with open(log, 'a', encoding='utf-8') as handle:
+            handle.write(f'$ {" ".join(command)}\n{output}\n')
+    if proc.returncode != 0:
+        tail = '\n'.join(output.strip().splitlines()[-15:])
+        raise LabError(f'{command[0]} exited with {proc.returncode}:\n{tail}')
+    return proc.stdout
+
+
+# -- the image ---------------------------------------------------------------------------------
+
+def ssh_key() -> Path:
+    key = WORK / 'ssh' / 'id_ed25519'
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'passthrough-lab', '-f', str(key)])
+    return key
+
+
+def image(lab: Lab) -> Path:
+    """The hypervisor image for the current recipe, built when missing."""
+    key = ssh_key()
+    recipe = hashlib.sha256((HERE / 'build-image.sh').read_bytes() + key.with_suffix('.pub').read_bytes()).hexdigest()[:12]
+    out = WORK / 'image' / recipe
+    with lab.step('hypervisor image') as step:
+        if (out / 'base.qcow2').exists():
+            step.detail = f'cached ({recipe})'
+            return out
+        for old in (WORK / 'image').glob('*') if (WORK / 'image').exists() else []:
+            shutil.rmtree(old, ignore_errors=True)   # a stale recipe
+        run(['bash', str(HERE / 'build-image.sh'), str(out), str(key.with_suffix('.pub'))], log=WORK / 'logs' / 'image.log')
+        step.detail = f'built ({recipe}), base {(out / "base.qcow2").stat().st_size / 2**20:.0f} MiB'
+    return out
+
+
+# -- the hypervisor VMs -------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def qemu_command(name: str, index: int, img: Path, overlay: Path, port: int, lab: Lab) -> list[str]:
+    accel = ['-accel', 'tcg,thread=multi,tb-size=512', '-cpu', 'max'] if lab.accel == 'tcg' else ['-accel', 'kvm', '-cpu', 'host']
+    # Every device under test on its own PCIe root port, so each gets its own IOMMU group in the VM.
+    devices = [
+        '-device', 'pcie-root-port,id=rp1,chassis=1,slot=1', '-netdev', 'user,id=t1,restrict=on', '-device', 'e1000e,netdev=t1,bus=rp1',
+        '-device', 'pcie-root-port,id=rp2,chassis=2,slot=2', '-netdev', 'user,id=t2,restrict=on', '-device', 'e1000e,netdev=t2,bus=rp2',
+        '-device', 'pcie-root-port,id=rp3,chassis=3,slot=3',
+        '-device', f'nvme-subsys,id=s0,nqn=nqn.2026-11.passthrough-lab:{name}',
+        # QEMU 7.2: vq_flexible >= 2*max_vfs, max_ioqpairs >= vq_flexible+2, vi_flexible >= max_vfs, msix_qsize >= vi_flexible+1
+        '-device', f'nvme,serial=lab{index}nvme,subsys=s0,bus=rp3,sriov_max_vfs={VF_COUNT},sriov_vq_flexible=8,'
+                   'sriov_vi_flexible=4,max_ioqpairs=12,msix_qsize=8',
+    ]
+    return [
+        'qemu-system-x86_64', '-name', name, '-machine', 'q35', *accel, '-smp', '2', '-m', str(lab.memory),
+        '-device', 'intel-iommu,intremap=on,caching-mode=on',
+        '-kernel', str(img / 'vmlinuz'), '-initrd', str(img / 'initrd.img'),
+        '-append', f'root=/dev/vda rw console=ttyS0 intel_iommu=on iommu=pt systemd.hostname={name}',
+        '-drive', f'file={overlay},if=virtio,format=qcow2',
+        '-netdev', f'user,id=mgmt,hostfwd=tcp:127.0.0.1:{port}-:22', '-device', 'virtio-net-pci,netdev=mgmt',
+        *devices,
+        '-display', 'none', '-monitor', 'none', '-serial', f'file:{WORK / "logs" / (name + "-console.log")}',
+        '-pidfile', str(WORK / 'run' / f'{name}.pid'),
+    ]
+
+
+def boot(lab: Lab, img: Path) -> None:
+    with lab.step(f'boot {" and ".join(HOSTS)} ({lab.accel}, {lab.memory} MiB each)') as step:
+        (WORK / 'run').mkdir(parents=True, exist_ok=True)
+        for index, name in enumerate(HOSTS, start=1):
+            overlay = WORK / 'run' / f'{name}.qcow2'
+            overlay.unlink(missing_ok=True)
+            run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', str(img / 'base.qcow2'), str(overlay)])
+            lab.ports[name] = free_port()
+            log = open(WORK / 'logs' / f'{name}-qemu.log', 'w', encoding='utf-8')  # pylint: disable=consider-using-with
+            lab.vms[name] = subprocess.Popen(qemu_command(name, index, img, overlay, lab.ports[name], lab),  # pylint: disable=consider-using-with
+                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        step.detail = ', '.join(f'{name} ssh 127.0.0.1:{port}' for name, port in lab.ports.items())
+
+
+def ssh_base(lab: Lab, name: str) -> list[str]:
+    return ['ssh', '-i', str(ssh_key()), '-p', str(lab.ports[name]), '-o', 'StrictHostKeyChecking=no',
+            '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'ConnectTimeout=5',
+            '-o', 'BatchMode=yes', 'root@127.0.0.1']
+
+
+def ssh(lab: Lab, name: str, command: str, timeout: float = 300, stdin: str | None = None) -> str:
+    proc = subprocess.run(ssh_base(lab, name) + [command], input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+    with open(WORK / 'logs' / f'{name}-ssh.log', 'a', encoding='utf-8') as handle:
+        handle.write(f'$ {command}\n{proc.stdout}{proc.stderr}\n')
+    if proc.returncode != 0:
+        raise LabError(f'{name}: `{command[:80]}` exited with {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-800:]}')
+    return proc.stdout
+
+
+def wait_for_ssh(lab: Lab) -> None:
+    with lab.step('wait for SSH') as step:
+        deadline = time.monotonic() + SSH_TIMEOUT
+        ready: dict[str, float] = {}
+        started = time.monotonic()
+        while len(ready) < len(HOSTS):
+            for name in HOSTS:
+                if name in ready:
+                    continue
+                if lab.vms[name].poll() is not None:
+                    raise LabError(f'{name}: QEMU exited with {lab.vms[name].returncode}; see {WORK / "logs" / (name + "-qemu.log")}')
+                probe = subprocess.run(ssh_base(lab, name) + ['true'], capture_output=True, timeout=30, check=False)
+                if probe.returncode == 0:
+                    ready[name] = time.monotonic() - started
+            if len(ready) < len(HOSTS):
+                if time.monotonic() > deadline:
+                    missing = [name for name in HOSTS if name not in ready]
+                    raise LabError(f'no SSH from {", ".join(missing)} after {SSH_TIMEOUT} s; console logs in {WORK / "logs"}')
+                time.sleep(2)
+        step.detail = ', '.join(f'{name} after {seconds:.0f} s' for name, seconds in ready.items())
+
+
+def prepare_hosts(lab: Lab) -> None:
+    """Wait for libvirtd in each host and define the two test domains."""
+    with lab.step('define the test domains') as step:
+        kinds = {}
+        for name in HOSTS:
+            ssh(lab, name, 'for i in $(seq 1 60); do virsh -q uri >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1', timeout=90)
+            kind = 'kvm' if ssh(lab, name, 'test -c /dev/kvm && echo kvm || echo qemu').strip() == 'kvm' else 'qemu'
+            kinds[name] = kind
+            for domain in ('pcitest-native', 'pcitest-acpi'):
+                xml = (HERE / 'domains' / f'{domain}.xml').read_text(encoding='utf-8').replace('@TYPE@', kind)
+                ssh(lab, name, f'cat >/tmp/{domain}.xml && virsh -q define /tmp/{domain}.xml >/dev/null', stdin=xml)
+        step.detail = ', '.join(f'{name}: pcitest-native + pcitest-acpi ({kind})' for name, kind in kinds.items())
+
+
+def write_inventory(lab: Lab) -> Path:
+    hosts = '\n'.join(f'    {name}:\n      ansible_port: {port}' for name, port in lab.ports.items())
+    inventory = WORK / 'inventory.yml'
+    inventory.write_text(f"""---
+# Written by tests/lab/lab.py for the running lab; the ports change with every run.
+compute:
+  hosts:
+{hosts}
+  vars:
+    ansible_host: 127.0.0.1
+    ansible_user: root
+    ansible_ssh_private_key_file: {ssh_key()}
+    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
+    ansible_python_interpreter: /usr/bin/python3
+""", encoding='utf-8')
+    return inventory
+
+
+# -- the scenario ---------------------------------------------------------------------------------
+
+def playbook(lab: Lab, inventory: Path, name: str, **extra: str) -> None:
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / '.build' / 'collections'),
+               ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_NOCOWS='1', ANSIBLE_FORKS='2')
+    command = [str(Path(sys.executable).with_name('ansible-playbook')), '-i', str(inventory), str(HERE / 'playbooks' / name)]
+    for key, value in extra.items():
+        command += ['-e', f'{key}={value}']
+    del lab
+    run(command, log=WORK / 'logs' / 'ansible.log', env=env)
+
+
+def describe(out: Path, phase: str) -> str:
+    parts = []
+    for name in HOSTS:
+        found = json.loads((out / f'{name}-{phase}.json').read_text(encoding='utf-8'))
+        devices = ', '.join(f'{d["address"][5:]} {d["dev_type"][5:]} g{d["iommu_group"]}' for d in found['devices'])
+        parts.append(f'{name}: {devices}')
+    return '; '.join(parts)
+
+
+def discover(lab: Lab, inventory: Path, phase: str, title: str) -> None:
+    out = WORK / 'out'
+    out.mkdir(parents=True, exist_ok=True)
+    with lab.step(title) as step:
+        playbook(lab, inventory, 'discover.yml', lab_phase=phase, lab_out=str(out))
+        step.detail = describe(out, phase)
+
+
+CREATE_VFS = f"""set -e
+pf=$(for d in /sys/bus/pci/devices/*; do
+  [ "$(cat $d/vendor)" = 0x1b36 ] && [ -e $d/sriov_totalvfs ] && echo ${{d##*/}}; done)
+[ -n "$pf" ] || {{ echo 'no SR-IOV NVMe PF' >&2; exit 1; }}
+echo 0 > /sys/bus/pci/devices/$pf/sriov_drivers_autoprobe
+echo 0 > /sys/bus/pci/devices/$pf/sriov_numvfs
+echo {VF_COUNT} > /sys/bus/pci/devices/$pf/sriov_numvfs
+# QEMU's VFs start Offline: give each VF controller its queues and interrupts, then bring it online.
+ctrl=$(ls /sys/bus/pci/devices/$pf/nvme | head -n1)
+online=0
+for c in $(seq 1 {VF_COUNT}); do
+  nvme virt-mgmt /dev/$ctrl -c $c -r 1 -a 8 -n 1 >/dev/null &&
+  nvme virt-mgmt /dev/$ctrl -c $c -r 0 -a 8 -n 2 >/dev/null &&
+  nvme virt-mgmt /dev/$ctrl -c $c -r 0 -a 9 -n 0 >/dev/null && online=$((online+1))
+done
+echo "$pf $(cat /sys/bus/pci/devices/$pf/sriov_numvfs) $online"
+"""
+
+
+def create_vfs(lab: Lab) -> None:
+    with lab.step(f'create {VF_COUNT} NVMe VFs on each host') as step:
+        details = []
+        for name in HOSTS:
+            pf, numvfs, online = ssh(lab, name, CREATE_VFS).split()
+            details.append(f'{name}: PF {pf[5:]} sriov_numvfs={numvfs}, {online} online')
+        step.detail = '; '.join(details)
+
+
+def selftest(lab: Lab) -> None:
+    name = HOSTS[0]
+    with lab.step(f'{name}: raw libvirt hot-plug self-test') as step:
+        report = json.loads(ssh(lab, name, 'python3 -', stdin=(HERE / 'selftest.py').read_text(encoding='utf-8'), timeout=300))
+        (WORK / 'out' / f'{name}-selftest.json').write_text(json.dumps(report, indent=2), encoding='utf-8')
+        native, acpi = report['native'], report['acpi']
+        problems = []
+        if set(report['drivers'].values()) != {'vfio-pci'}:
+            problems.append(f'NICs not bound to vfio-pci: {report["drivers"]}')
+        if not native['inner_address'] or native['event'] != 'removed' or native['still_in_live_xml']:
+            problems.append(f'native domain: attach/detach not confirmed: {native}')
+        if acpi['event'] == 'removed' or not acpi['still_in_live_xml']:
+            problems.append(f'ACPI domain: the unplug was expected to stay stuck, got {acpi}')
+        step.detail = (f'native: attach {native["attach_s"]} s at guest {native["inner_address"]}, detach confirmed by event '
+                       f'after {native["gone_s"]} s; acpi: detach call {acpi["detach_call"]} in {acpi["detach_call_s"]} s, '
+                       f'{acpi["event"]} after {acpi["gone_s"]} s, still attached: {acpi["still_in_live_xml"]}')
+        if problems:
+            raise LabError('; '.join(problems))
+
+
+# -- shutting down -----------------------------------------------------------------------------------
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def shutdown(lab: Lab) -> None:
+    """Power the VMs off over SSH; kill what has not stopped after 30 s. Never raises."""
+    started = time.monotonic()
+    for name, proc in lab.vms.items():
+        if proc.poll() is None:
+            subprocess.run(ssh_base(lab, name) + ['systemctl poweroff'], capture_output=True, timeout=30, check=False)
+    deadline = time.monotonic() + 30
+    for proc in lab.vms.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    down(quiet=True)
+    left = [name for name, proc in lab.vms.items() if proc.poll() is None]
+    lab.steps.append(Step('shut the VMs down', time.monotonic() - started, not left, 'none left running' if not left else f'left: {left}'))
+
+
+def down(quiet: bool = False) -> None:
+    """Stop any lab VM recorded in the run directory (`make lab-down`)."""
+    for pidfile in sorted((WORK / 'run').glob('*.pid')) if (WORK / 'run').exists() else []:
+        try:
+            pid = int(pidfile.read_text(encoding='ascii').strip())
+        except (OSError, ValueError):
+            pidfile.unlink(missing_ok=True)
+            continue
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            for _attempt in range(50):
+                if not pid_alive(pid):
+                    break
+                time.sleep(0.1)
+            else:
+                os.kill(pid, signal.SIGKILL)
+            if not quiet:
+                print(f'lab: stopped {pidfile.stem} (pid {pid})')
+        pidfile.unlink(missing_ok=True)
+
+
+def summary(lab: Lab, memory: MemorySampler, total: float) -> None:
+    width = max(len(step.name) for step in lab.steps)
+    print('\nlab summary')
+    for step in lab.steps:
+        print(f'  {"ok  " if step.ok else "FAIL"} {step.name:<{width}} {step.seconds:7.1f} s  {step.detail}')
+    print(f'  total {total:.0f} s; peak memory in use on this machine {gib(memory.peak)} '
+          f'(before the lab {gib(memory.baseline)}, lab added {gib(memory.peak - memory.baseline)}); logs in {WORK / "logs"}')
+
+
+def interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+    parser.add_argument('--accel', choices=('tcg', 'kvm'), default=os.environ.get('LAB_ACCEL', 'tcg'),
+                        help='accelerator for the hypervisor VMs (default tcg: the stock Debian kernel hangs under kvm-pvm)')
+    parser.add_argument('--memory', type=int, default=int(os.environ.get('LAB_MEMORY', '2048')), help='MiB per hypervisor VM')
+    parser.add_argument('--keep-running', action='store_true', help='leave the VMs running after the scenario (stop with --down)')
+    parser.add_argument('--down', action='store_true', help='stop lab VMs left running and exit')
+    args = parser.parse_args(argv)
+    if args.down:
+        down()
+        return 0
+    (WORK / 'logs').mkdir(parents=True, exist_ok=True)
+    for log in (WORK / 'logs').glob('*.log'):
+        log.unlink()
+    shutil.rmtree(WORK / 'out', ignore_errors=True)
+    down(quiet=True)   # a VM left by an interrupted run
+
+    # Ctrl-C and SIGTERM end the scenario through the same path as a failure: the VMs go down.
+    signal.signal(signal.SIGTERM, interrupt)
+    lab = Lab(accel=args.accel, memory=args.memory)
+    started = time.monotonic()
+    failure = None
+    with MemorySampler() as memory:
+        try:
+            img = image(lab)
+            boot(lab, img)
+            wait_for_ssh(lab)
+            prepare_hosts(lab)
+            inventory = write_inventory(lab)
+            discover(lab, inventory, 'devices', 'discover over SSH: e1000e NICs, NVMe PF, IOMMU groups')
+            create_vfs(lab)
+            discover(lab, inventory, 'vfs', 'discover the VFs over SSH')
+            selftest(lab)
+        except (LabError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:
+            failure = str(exc)
+        except KeyboardInterrupt:
+            failure = 'interrupted'
+        finally:
+            if not args.keep_running:
+                shutdown(lab)
+    summary(lab, memory, time.monotonic() - started)
+    if failure:
+        print(f'\nlab: FAILED: {failure}', file=sys.stderr)
+        return 1
+    if any(not step.ok for step in lab.steps):
+        return 1
+    print('\nlab: passed')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
