@@ -155,7 +155,11 @@ def free_port() -> int:
 
 
 def qemu_command(name: str, index: int, img: Path, overlay: Path, port: int, lab: Lab) -> list[str]:
-    accel = ['-accel', 'tcg,thread=multi,tb-size=512', '-cpu', 'max'] if lab.accel == 'tcg' else ['-accel', 'kvm', '-cpu', 'host']
+    if lab.accel == 'tcg':
+        machine, accel = 'q35', ['-accel', 'tcg,thread=multi,tb-size=512', '-cpu', 'max']
+    else:
+        # With KVM, the IOMMU's interrupt remapping needs the IOAPIC in QEMU (split irqchip).
+        machine, accel = 'q35,kernel-irqchip=split', ['-accel', 'kvm', '-cpu', 'host']
     # Every device under test on its own PCIe root port, so each gets its own IOMMU group in the VM.
     devices = [
         '-device', 'pcie-root-port,id=rp1,chassis=1,slot=1', '-netdev', 'user,id=t1,restrict=on', '-device', 'e1000e,netdev=t1,bus=rp1',
@@ -167,7 +171,7 @@ def qemu_command(name: str, index: int, img: Path, overlay: Path, port: int, lab
                    'sriov_vi_flexible=4,max_ioqpairs=12,msix_qsize=8',
     ]
     return [
-        'qemu-system-x86_64', '-name', name, '-machine', 'q35', *accel, '-smp', '2', '-m', str(lab.memory),
+        'qemu-system-x86_64', '-name', name, '-machine', machine, *accel, '-smp', '2', '-m', str(lab.memory),
         '-device', 'intel-iommu,intremap=on,caching-mode=on',
         '-kernel', str(img / 'vmlinuz'), '-initrd', str(img / 'initrd.img'),
         '-append', f'root=/dev/vda rw console=ttyS0 intel_iommu=on iommu=pt systemd.hostname={name}',
@@ -218,7 +222,9 @@ def wait_for_ssh(lab: Lab) -> None:
                 if name in ready:
                     continue
                 if lab.vms[name].poll() is not None:
-                    raise LabError(f'{name}: QEMU exited with {lab.vms[name].returncode}; see {WORK / "logs" / (name + "-qemu.log")}')
+                    log = WORK / 'logs' / f'{name}-qemu.log'
+                    said = ' '.join(log.read_text(encoding='utf-8', errors='replace').split()[-40:])
+                    raise LabError(f'{name}: QEMU exited with {lab.vms[name].returncode}: {said} (log: {log})')
                 probe = subprocess.run(ssh_base(lab, name) + ['true'], capture_output=True, timeout=30, check=False)
                 if probe.returncode == 0:
                     ready[name] = time.monotonic() - started
