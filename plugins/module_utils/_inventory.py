@@ -74,10 +74,10 @@ def extra_info(device: SysfsDevice, allocation: Allocation | None, group_members
 
 def device_record(device: SysfsDevice, names: _pciids.PciIds, whitelist: Whitelist,
                   allocation: Allocation | None, allocations_known: bool,
-                  group_members: list[PciAddress]) -> dict[str, Any]:
+                  group_members: list[PciAddress], devices: dict[PciAddress, SysfsDevice]) -> dict[str, Any]:
     """One device record, with the fields pci_device_info documents under pci_devices."""
     # PCI bridges carry the topology: never offered to a guest, whatever the whitelist says.
-    spec = None if device.is_bridge else whitelist.match(device)
+    spec = None if device.is_bridge else whitelist.match(device, devices)
     if allocation is not None:
         status = STATUS_ALLOCATED
     elif not allocations_known:
@@ -151,6 +151,7 @@ def collect(sysfs_root: str = '/sys', uri: str = 'qemu:///system', device_spec: 
     allocations = domain_allocations(domains)
 
     devices = sysfs.read_devices()
+    by_address = {device.address: device for device in devices}
     groups: dict[int, list[PciAddress]] = {}
     for device in devices:
         if device.iommu_group is not None:
@@ -161,7 +162,7 @@ def collect(sysfs_root: str = '/sys', uri: str = 'qemu:///system', device_spec: 
     names = _pciids.load(pci_ids_path)
     records = [
         device_record(device, names, whitelist, allocations.get(device.address), allocations_known,
-                      groups.get(device.iommu_group, []) if device.iommu_group is not None else [])
+                      groups.get(device.iommu_group, []) if device.iommu_group is not None else [], by_address)
         for device in devices
     ]
     return HostView(

@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, strategies as st
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
 from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError, Whitelist, parse_id
-from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsDevice
+from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import Sysfs, SysfsDevice
+from ansible_collections.passthrough.libvirt.tests import sysfs_tree
 
 
 def device(address='0000:3b:02.1', vendor='8086', product='154c', class_id='020000', driver='iavf', numa=0, netdevs=()):
@@ -107,3 +110,50 @@ def test_any_input_is_parsed_or_rejected_cleanly(spec):
         assert str(exc).startswith('device_spec[')
         return
     whitelist.match(device())
+
+
+@pytest.fixture(scope='module')
+def server(tmp_path_factory):
+    """The dual-socket fixture: X710 PF 0000:3b:00.0 (ens1f0) with VFs 3b:02.0-02.3, a second PF 3b:00.1 without VFs."""
+    root = tmp_path_factory.mktemp('sys')
+    sysfs_tree.dual_socket_server(root)
+    devices = Sysfs(str(root)).read_devices()
+    return {device.address: device for device in devices}
+
+
+def matched(server, spec) -> list[str]:
+    whitelist = Whitelist.parse([spec])
+    return [str(address) for address, device in sorted(server.items()) if whitelist.match(device, server)]
+
+
+@pytest.mark.parametrize('spec, expected', [
+    # Nova: a PF's exact address, or its interface name, whitelists the PF and its VFs
+    ({'address': '0000:3b:00.0'}, ['0000:3b:00.0', '0000:3b:02.0', '0000:3b:02.1', '0000:3b:02.2', '0000:3b:02.3']),
+    ({'devname': 'ens1f0'}, ['0000:3b:00.0', '0000:3b:02.0', '0000:3b:02.1', '0000:3b:02.2', '0000:3b:02.3']),
+    ({'address': '0000:3b:00.0', 'product_id': '154c'}, ['0000:3b:02.0', '0000:3b:02.1', '0000:3b:02.2', '0000:3b:02.3']),
+    ({'devname': 'ens1f0v1'}, ['0000:3b:02.1']),
+    # a wildcard address matches addresses only
+    ({'address': '0000:3b:00.*'}, ['0000:3b:00.0', '0000:3b:00.1']),
+    # VF ranges: only those VFs of the PF, never the PF
+    ({'address': '0000:3b:00.0#0-1,3'}, ['0000:3b:02.0', '0000:3b:02.1', '0000:3b:02.3']),
+    ({'address': '3b:00.0#2'}, ['0000:3b:02.2']),
+    ({'devname': 'ens1f0#1-2'}, ['0000:3b:02.1', '0000:3b:02.2']),
+    ({'devname': 'ens1f0#0-3', 'driver': 'vfio-pci'}, ['0000:3b:02.2', '0000:3b:02.3']),
+    ({'address': '0000:3b:00.1#0'}, []),            # a PF with no VFs created
+    ({'address': '0000:3b:00.0#9'}, []),
+])
+def test_pf_and_vf_range_semantics(server, spec, expected):
+    assert matched(server, spec) == expected
+
+
+@pytest.mark.parametrize('spec, message', [
+    ({'address': '0000:3b:*.0#0-3'}, 'a VF range needs the PF\'s full address before "#"'),
+    ({'address': '0000:3b:00.0#'}, "invalid VF range part ''"),
+    ({'address': '0000:3b:00.0#3-1'}, 'runs backwards'),
+    ({'address': '0000:3b:00.0#a'}, "invalid VF range part 'a'"),
+    ({'devname': '#0-3'}, "needs the PF's interface name before \"#\""),
+    ({'devname': 'ens1f0#0', 'address': '0000:3b:00.0#1'}, 'a VF range is given in both address and devname'),
+])
+def test_vf_range_errors(spec, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        Whitelist.parse([spec])

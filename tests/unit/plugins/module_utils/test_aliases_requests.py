@@ -1,0 +1,146 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Aliases (Nova's schema, strict) and requests for devices by alias and count."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
+from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import (
+    AliasRequest,
+    SpecError,
+    parse_aliases,
+    parse_request,
+)
+from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsDevice
+
+ALIASES = parse_aliases([
+    {'name': 'a1', 'vendor_id': '8086', 'product_id': '154c', 'device_type': 'type-VF', 'tags': {'physical_network': 'physnet1'}},
+    {'name': 'a1', 'vendor_id': '15b3', 'product_id': '1018', 'device_type': 'type-VF'},
+    {'name': 'b1', 'vendor_id': '10de', 'product_id': '20b5', 'numa_policy': 'preferred'},
+    {'name': 'pf', 'vendor_id': '8086', 'product_id': '1572', 'device_type': 'type-PF'},
+])
+
+
+def device(vendor, product, physfn=None, totalvfs=None):
+    return SysfsDevice(address=PciAddress.parse('0000:3b:02.0'), vendor_id=vendor, product_id=product, class_id='020000',
+                       subsystem_vendor_id=None, subsystem_product_id=None, revision='00', driver=None, numa_node=0,
+                       iommu_group=1, physfn=PciAddress.parse(physfn) if physfn else None, sriov_totalvfs=totalvfs, sriov_numvfs=0)
+
+
+@pytest.mark.parametrize('value, expected', [
+    ('a1:2,b1:1', [AliasRequest('a1', 2), AliasRequest('b1', 1)]),
+    (' a1 : 2 , b1:0 ', [AliasRequest('a1', 2), AliasRequest('b1', 0)]),
+    ('pf:1', [AliasRequest('pf', 1)]),
+    ([{'alias': 'a1', 'count': 2}, {'alias': 'b1', 'count': '1'}], [AliasRequest('a1', 2), AliasRequest('b1', 1)]),
+    ([], []),
+])
+def test_valid_requests(value, expected):
+    assert parse_request(value, ALIASES) == expected
+
+
+@pytest.mark.parametrize('value, message', [
+    ('a1', "request: 'a1' has no count (expected alias:count)"),
+    ('a1:', "request: 'a1:' has no count (expected alias:count)"),
+    ('a1:x', "request: count 'x' in 'a1:x' is not a whole number"),
+    ('a1:-1', "request: count '-1' in 'a1:-1' must be 0 or more"),
+    ('a1:2:3', "request: 'a1:2:3' has more than one \":\" (expected alias:count)"),
+    ('a1,b1:2', "request: 'a1' has no count (expected alias:count)"),
+    ('zz:1', "request: 'zz:1' names unknown alias 'zz' (known: a1, b1, pf)"),
+    ('a1:1,,b1:1', "request: part 2 of 'a1:1,,b1:1' is empty"),
+    ('a1:1,', "request: part 2 of 'a1:1,' is empty"),
+    (':2', "request: ':2' has no alias name (expected alias:count)"),
+    ('a1:1.5', "request: count '1.5' in 'a1:1.5' is not a whole number"),
+    ('a1:1,a1:2', "request: alias 'a1' is requested twice; give one count per alias"),
+    ('  ', "request: '  ' is empty (expected alias:count[,alias:count])"),
+    ([{'alias': 'a1'}], "request[0]: {'alias': 'a1'} must be a dict with exactly the keys alias and count"),
+    ([{'alias': 'a1', 'count': True}], 'request[0]: count True in '),
+    ([{'alias': 'a1', 'count': -2}], "request[0]: count '-2' in 'a1:-2' must be 0 or more"),
+    (3, 'request: 3 must be a string like "a1:2,b1:1" or a list of {alias, count}'),
+])
+def test_request_errors_name_the_part(value, message):
+    with pytest.raises(SpecError) as info:
+        parse_request(value, ALIASES)
+    assert str(info.value).startswith(message)
+
+
+def test_alias_matching():
+    assert ALIASES['a1'].matches(device('8086', '154c', physfn='0000:3b:00.0'), {'physical_network': 'physnet1'})
+    assert not ALIASES['a1'].matches(device('8086', '154c', physfn='0000:3b:00.0'), {'physical_network': 'physnet2'})
+    assert ALIASES['a1'].matches(device('15b3', '1018', physfn='0000:5e:00.0'), {})          # the OR-ed second entry
+    assert not ALIASES['a1'].matches(device('15b3', '1018'), {})                              # not a VF
+    assert ALIASES['b1'].matches(device('10de', '20b5'), {}) and ALIASES['b1'].numa_policy == 'preferred'
+    assert not ALIASES['b1'].matches(device('10de', '20b5', totalvfs=4), {})                  # PFs only when asked for
+    assert ALIASES['pf'].matches(device('8086', '1572', totalvfs=64), {}) and ALIASES['pf'].device_type == 'type-PF'
+    assert ALIASES['a1'].numa_policy == 'legacy'
+
+
+def test_tags_compare_as_text():
+    aliases = parse_aliases([{'name': 't', 'tags': {'trusted': True}}])
+    assert aliases['t'].matches(device('8086', '154c'), {'trusted': 'true'})
+    assert not aliases['t'].matches(device('8086', '154c'), {'trusted': 'false'})
+
+
+@pytest.mark.parametrize('entries, message', [
+    ([{'name': 'a1', 'vendor': '8086'}], "aliases[0]: unknown key(s) 'vendor'"),
+    ([{'vendor_id': '8086'}], 'aliases[0].name: None must be'),
+    ([{'name': 'a 1'}], "aliases[0].name: 'a 1' must be"),
+    ([{'name': 'a1', 'vendor_id': '0x8086'}], "aliases[0].vendor_id: '0x8086' must be exactly 4 hex digits"),
+    ([{'name': 'a1', 'product_id': 1572}], 'aliases[0].product_id: 1572 must be exactly 4 hex digits'),
+    ([{'name': 'a1', 'device_type': 'VF'}], "aliases[0].device_type: 'VF' must be one of type-PCI, type-PF, type-VF"),
+    ([{'name': 'a1', 'numa_policy': 'strict'}], "aliases[0].numa_policy: 'strict' must be one of required, legacy, preferred, socket"),
+    ([{'name': 'a1', 'capability_type': 'mdev'}], "aliases[0].capability_type: 'mdev' must be one of pci"),
+    ([{'name': 'a1', 'tags': ['physnet1']}], 'aliases[0].tags: '),
+    ([{'name': 'a1', 'device_type': 'type-VF'}, {'name': 'a1', 'device_type': 'type-PF'}],
+     "aliases: alias 'a1' has entries with different device_type: 'type-VF' in aliases[0], 'type-PF' in aliases[1]"),
+    ([{'name': 'a1'}, {'name': 'a1', 'numa_policy': 'required'}],
+     "aliases: alias 'a1' has entries with different numa_policy: None in aliases[0], 'required' in aliases[1]"),
+    ({'name': 'a1'}, 'aliases: '),
+])
+def test_alias_errors_name_the_field(entries, message):
+    with pytest.raises(SpecError) as info:
+        parse_aliases(entries)
+    assert str(info.value).startswith(message)
+
+
+def test_compatibility_keys_are_accepted():
+    aliases = parse_aliases([{'name': 'gpu', 'vendor_id': '10de', 'product_id': '20B5', 'capability_type': 'pci',
+                              'live_migratable': 'no', 'resource_class': 'CUSTOM_A100', 'traits': 'HW_GPU'}])
+    assert aliases['gpu'].entries[0].product_id == '20b5'
+
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10)
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+
+
+@given(st.text(max_size=40))
+def test_any_request_string_is_parsed_or_rejected_cleanly(text):
+    try:
+        requests = parse_request(text, ALIASES)
+    except SpecError as exc:
+        assert str(exc).startswith('request')
+        return
+    assert all(request.alias in ALIASES and request.count >= 0 for request in requests)
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(['alias', 'count', 'x']), values, max_size=3), max_size=3) | values)
+def test_any_request_value_is_parsed_or_rejected_cleanly(value):
+    try:
+        parse_request(value, ALIASES)
+    except SpecError as exc:
+        assert str(exc).startswith('request')
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(['name', 'vendor_id', 'product_id', 'device_type', 'numa_policy', 'tags', 'bogus']),
+                                values, max_size=4), max_size=3) | values)
+def test_any_alias_list_is_parsed_or_rejected_cleanly(value):
+    try:
+        aliases = parse_aliases(value)
+    except SpecError as exc:
+        assert str(exc).startswith('aliases')
+        return
+    for alias in aliases.values():
+        alias.matches(device('8086', '154c'), {})
