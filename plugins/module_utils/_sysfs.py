@@ -294,3 +294,116 @@ class Sysfs:
             link=_read_link_status(fd) if self.pcie_link else {},
             netdevs=_list_at(fd, 'net') if class_id.startswith('02') else [],
         )
+
+
+# -- the write side ---------------------------------------------------------------------------------
+
+_DRIVER_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
+_O_WRITE = os.O_WRONLY | getattr(os, 'O_CLOEXEC', 0)
+
+
+def check_driver_name(where: str, name: object) -> str:
+    """A driver name as the kernel spells them (vfio-pci, mlx5_core); anything else could reach a path."""
+    if not isinstance(name, str) or not _DRIVER_NAME.match(name):
+        raise SysfsError(f'{where}: {name!r} is not a kernel driver name (letters, digits, "_", "-", ".")')
+    return name
+
+
+class SysfsWriter:
+    """Writes sysfs attributes: the one place the collection changes the kernel's PCI state.
+
+    Tests substitute a double that records each write and plays the kernel's part on a fixture tree.
+    """
+
+    def write(self, path: str, value: str) -> None:
+        try:
+            fd = os.open(path, _O_WRITE)
+        except OSError as exc:
+            raise SysfsError(f'cannot open {path} for writing: {exc.strerror}') from None
+        try:
+            os.write(fd, value.encode('ascii'))
+        except OSError as exc:
+            raise SysfsError(f'writing {value.strip()!r} to {path} failed: {exc.strerror}') from None
+        finally:
+            os.close(fd)
+
+
+class SysfsControl:
+    """Binding devices to drivers and setting VF counts, with the kernel's own recipes."""
+
+    def __init__(self, sysfs: Sysfs, writer: SysfsWriter | None = None) -> None:
+        self.sysfs = sysfs
+        self.writer = writer or SysfsWriter()
+
+    def _path(self, address: PciAddress, attribute: str) -> str:
+        # str(PciAddress) is only hex digits, ':' and '.': a safe path component.
+        return os.path.join(self.sysfs.devices_dir, str(address), attribute)
+
+    def driver(self, address: PciAddress) -> str | None:
+        try:
+            return os.path.basename(os.readlink(self._path(address, 'driver')))
+        except OSError:
+            return None
+
+    def driver_override(self, address: PciAddress) -> str | None:
+        try:
+            with open(self._path(address, 'driver_override'), encoding='ascii') as handle:
+                value = handle.read().strip()
+        except OSError:
+            return None
+        return None if value in ('', '(null)') else value
+
+    def bind(self, address: PciAddress, driver: str, keep_override: bool = True) -> bool:
+        """Move the device to ``driver``: driver_override, unbind, drivers_probe, then check the driver link.
+
+        With ``keep_override`` the override stays, so that the device goes back to ``driver`` after
+        libvirt releases it (libvirt reprobes released devices). Returns False when nothing had to change.
+        """
+        check_driver_name('driver', driver)
+        current = self.driver(address)
+        if current == driver and (self.driver_override(address) == driver or not keep_override):
+            return False
+        self.writer.write(self._path(address, 'driver_override'), driver)
+        if current is not None and current != driver:
+            self.writer.write(self._path(address, 'driver/unbind'), str(address))
+        if current != driver:
+            self.writer.write(os.path.join(self.sysfs.root, 'bus', 'pci', 'drivers_probe'), str(address))
+        if not keep_override:
+            self.writer.write(self._path(address, 'driver_override'), '\n')
+        bound = self.driver(address)
+        if bound != driver:
+            raise SysfsError(f'{address}: bound to {bound or "no driver"} after probing, expected {driver} '
+                             f'(is the {driver} module loaded?)')
+        return True
+
+    def unbind(self, address: PciAddress) -> bool:
+        """Leave the device without a driver and without an override. Returns False when it already was."""
+        changed = False
+        if self.driver_override(address) is not None:
+            self.writer.write(self._path(address, 'driver_override'), '\n')
+            changed = True
+        if self.driver(address) is not None:
+            self.writer.write(self._path(address, 'driver/unbind'), str(address))
+            changed = True
+        return changed
+
+    def restore(self, address: PciAddress, original: str | None) -> bool:
+        """Give the device back to the driver it had before (or to none), clearing the override."""
+        if original is None:
+            return self.unbind(address)
+        return self.bind(address, original, keep_override=False)
+
+    def set_numvfs(self, pf: PciAddress, count: int) -> bool:
+        """Set a PF's VF count; the kernel refuses a change between two non-zero counts, so go through 0."""
+        base = self.sysfs.read_device(pf)
+        if base.sriov_totalvfs is None:
+            raise SysfsError(f'{pf} is not an SR-IOV physical function (no sriov_totalvfs)')
+        if not 0 <= count <= base.sriov_totalvfs:
+            raise SysfsError(f'{pf}: {count} VFs asked, the device supports 0 to {base.sriov_totalvfs}')
+        if base.sriov_numvfs == count:
+            return False
+        path = self._path(pf, 'sriov_numvfs')
+        if base.sriov_numvfs and count:
+            self.writer.write(path, '0')
+        self.writer.write(path, str(count))
+        return True
