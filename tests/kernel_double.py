@@ -32,7 +32,7 @@ class KernelDouble(SysfsWriter):
                  fail_on: tuple[str, str] | None = None) -> None:
         self.root = Path(root)
         self.native_drivers = dict(native_drivers or {})
-        self.fail_on = fail_on   # (relative path, value) whose write fails with EIO: an injected fault
+        self.fail_on = fail_on   # (relative path, value) whose first write fails with EIO: an injected fault
         self.writes: list[tuple[str, str]] = []
 
     def _device_dir(self, address: str) -> Path:
@@ -58,6 +58,7 @@ class KernelDouble(SysfsWriter):
         relative = os.path.relpath(os.path.realpath(path), self.root.resolve())
         self.writes.append((relative, value))
         if self.fail_on == (relative, value):
+            self.fail_on = None
             raise SysfsError(f'writing {value.strip()!r} to {path} failed: {os.strerror(errno.EIO)}')
         name = os.path.basename(path)
         if name == 'driver_override':

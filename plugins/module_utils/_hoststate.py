@@ -29,7 +29,7 @@ def load(config_path: str) -> dict[str, Any]:
         with open(config_path, encoding='utf-8') as handle:
             state = json.load(handle)
     except FileNotFoundError:
-        return {'version': STATE_VERSION, 'device_spec': None, 'original_drivers': {}}
+        return {'version': STATE_VERSION, 'device_spec': None, 'original_drivers': {}, 'sriov': {}}
     except (OSError, ValueError) as exc:
         raise HostStateError(f'config_path {config_path!r} cannot be read as a state file: {exc}') from None
     if not isinstance(state, dict) or not isinstance(state.get('version'), int):
@@ -39,6 +39,7 @@ def load(config_path: str) -> dict[str, Any]:
             f'config_path {config_path!r} has state version {state["version"]}, newer than this collection understands ({STATE_VERSION})')
     state.setdefault('device_spec', None)
     state.setdefault('original_drivers', {})
+    state.setdefault('sriov', {})
     return state
 
 

@@ -12,13 +12,26 @@ pure function of its inputs, so it is tested as tables of cases.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate
 from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress, PciAddressError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._hostuse import HostUse
+from ansible_collections.passthrough.libvirt.plugins.module_utils._hoststate import HostLock
+from ansible_collections.passthrough.libvirt.plugins.module_utils._hostuse import HostUse, HostUseReader
+from ansible_collections.passthrough.libvirt.plugins.module_utils._inventory import read_allocations as read_domains
+from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import allocations as domain_allocations
 from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError, Whitelist
-from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsDevice, check_driver_name
+from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import (
+    Sysfs,
+    SysfsControl,
+    SysfsDevice,
+    SysfsError,
+    SysfsWriter,
+    check_driver_name,
+)
 
 # Drivers that hand a device to guests, or park it: a group member on one of these is not "used".
 PASSTHROUGH_DRIVERS = ('vfio-pci', 'pci-stub')
@@ -61,6 +74,7 @@ class Plan:
     changes: list[Bind | Restore | SetVfs] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
     original_drivers: dict[str, str | None] = field(default_factory=dict)
+    vf_counts: dict[str, int] = field(default_factory=dict)   # every PF named, changed or not
 
 
 def resolve_pf(where: str, value: Any, devices: Mapping[PciAddress, SysfsDevice]) -> SysfsDevice:
@@ -99,6 +113,7 @@ def plan_sriov(sriov: list[dict[str, Any]], devices: Mapping[PciAddress, SysfsDe
         if pf.address in seen:
             raise SpecError(f'{where}.pf: {pf.address} is given twice')
         seen.add(pf.address)
+        plan.vf_counts[str(pf.address)] = count
         current = pf.sriov_numvfs or 0
         if current == count:
             continue
@@ -182,3 +197,211 @@ def _check_groups(plan: Plan, devices: Mapping[PciAddress, SysfsDevice], wanted:
                 + f'moves to {driver}; whitelist the whole group: {", ".join(str(m.address) for m in members)}')
             plan.changes = [change for change in plan.changes
                             if not (isinstance(change, Bind) and devices[change.address].iommu_group == group)]
+
+
+# -- persistence ------------------------------------------------------------------------------------
+
+DEFAULT_RULES_PATH = '/etc/udev/rules.d/90-passthrough-libvirt.rules'
+
+
+def udev_rules(bindings: Mapping[str, str], vf_counts: Mapping[str, int]) -> str:
+    """Rules that redo the bindings and VF counts when the devices appear again (boot, hot-plug).
+
+    The override is set when a device is added; if a driver still got there first, the device is
+    unbound and probed again. VF counts are set once the PF's own driver is bound (ACTION bind).
+    """
+    lines = ['# Written by passthrough.libvirt.pci_whitelist (persist: true). Changes here are overwritten.']
+    for address, driver in sorted(bindings.items()):
+        check_driver_name('driver', driver)
+        PciAddress.parse(address)
+        lines.append(f'ACTION=="add", SUBSYSTEM=="pci", KERNEL=="{address}", ATTR{{driver_override}}="{driver}"')
+        lines.append(f'ACTION=="bind", SUBSYSTEM=="pci", KERNEL=="{address}", DRIVER!="{driver}", '
+                     'RUN+="/bin/sh -c \'echo %k > /sys%p/driver/unbind; echo %k > /sys/bus/pci/drivers_probe\'"')
+    for address, count in sorted(vf_counts.items()):
+        PciAddress.parse(address)
+        lines.append(f'ACTION=="bind", SUBSYSTEM=="pci", KERNEL=="{address}", ATTR{{sriov_numvfs}}="{int(count)}"')
+    return '\n'.join(lines) + '\n'
+
+
+# -- one run of pci_whitelist -------------------------------------------------------------------------
+
+class WhitelistRefused(Exception):
+    """The run would take what it must not; nothing was changed."""
+
+
+class WhitelistFailed(Exception):
+    """A change failed half-way; the message says what was rolled back and what could not be."""
+
+
+def _rollback(control: SysfsControl, applied: list[Bind | Restore | SetVfs]) -> list[str]:
+    """Undo applied changes, newest first; returns what could not be undone."""
+    problems = []
+    for change in reversed(applied):
+        try:
+            if isinstance(change, Bind):
+                control.restore(change.address, change.current)
+            elif isinstance(change, Restore):
+                if change.current is None:
+                    control.unbind(change.address)
+                else:
+                    control.bind(change.address, change.current)
+            else:
+                control.set_numvfs(change.pf, change.current)
+        except SysfsError as exc:
+            problems.append(f'{change.describe()}: {exc}')
+    return problems
+
+
+def _read_file(path: str) -> str | None:
+    try:
+        with open(path, encoding='utf-8') as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+class WhitelistRun:
+    """Apply a whitelist to the host: ``run()`` returns the module result.
+
+    ``writer``, ``net`` and ``proc_root`` are the seams tests use (a kernel double on a fixture tree,
+    fixed network facts); a module run uses the real ones.
+    """
+
+    def __init__(self, params: dict[str, Any], check_mode: bool, writer: SysfsWriter | None = None,
+                 net: Any = None, proc_root: str = '/proc') -> None:
+        self.params = params
+        self.check_mode = check_mode
+        self.sysfs = Sysfs(params['sysfs_root'])
+        self.control = SysfsControl(self.sysfs, writer)
+        self.net = net
+        self.proc_root = proc_root
+
+    def _devices(self) -> dict[PciAddress, SysfsDevice]:
+        return {device.address: device for device in self.sysfs.read_devices()}
+
+    def run(self) -> dict[str, Any]:
+        params = self.params
+        present = params['state'] == 'present'
+        whitelist = Whitelist.parse(params['device_spec'] if present else [])
+        driver = params['driver']
+        if driver is not None:
+            check_driver_name('driver', driver)
+        sriov = [dict(item, numvfs=item['numvfs'] if present else 0) for item in (params['sriov'] or [])]
+        self.sysfs.check()
+        with HostLock(params['config_path']):
+            return self._run_locked(present, whitelist, driver, sriov)
+
+    def _run_locked(self, present: bool, whitelist: Whitelist, driver: str | None, sriov: list[dict[str, Any]]) -> dict[str, Any]:
+        params = self.params
+        state = _hoststate.load(params['config_path'])
+        _hostname, domains = read_domains(params['uri'])
+        allocated = set(domain_allocations(domains))
+        host_use = HostUseReader(self.sysfs.root, self.proc_root, self.net).read()
+        force = params['force']
+
+        devices = self._devices()
+        vf_plan = plan_sriov(sriov, devices, allocated, host_use, force)
+        bind_plan = plan_bindings(devices, whitelist, driver, state['original_drivers'], allocated, host_use, force)
+        refusals = vf_plan.refusals + bind_plan.refusals
+        if refusals:
+            raise WhitelistRefused('nothing was changed: ' + ' | '.join(refusals))
+
+        before = self._snapshot(devices, state)
+        applied: list[Bind | Restore | SetVfs] = []
+        try:
+            if not self.check_mode:
+                # A change counts as applied before it is tried: one that fails half-way (unbound, not
+                # yet probed) is undone with the others.
+                for change in vf_plan.changes:
+                    applied.append(change)
+                    self.control.set_numvfs(change.pf, change.count)
+                if vf_plan.changes:
+                    # New VFs exist now: the whitelist may match them.
+                    devices = self._devices()
+                    bind_plan = plan_bindings(devices, whitelist, driver, state['original_drivers'], allocated, host_use, force)
+                    if bind_plan.refusals:
+                        raise WhitelistRefused(' | '.join(bind_plan.refusals))
+                for change in bind_plan.changes:
+                    applied.append(change)
+                    if isinstance(change, Bind):
+                        self.control.bind(change.address, change.driver)
+                    else:
+                        self.control.restore(change.address, change.driver)
+        except (SysfsError, WhitelistRefused) as exc:
+            problems = _rollback(self.control, applied)
+            undone = f'rolled back {len(applied)} change(s); nothing is left changed' if not problems else \
+                'rollback FAILED for: ' + '; '.join(problems)
+            raise WhitelistFailed(f'{exc}; {undone}') from None
+
+        new_state = dict(state, device_spec=params['device_spec'] if present else None,
+                         original_drivers=bind_plan.original_drivers,
+                         sriov=dict(state.get('sriov', {}), **vf_plan.vf_counts) if present else {})
+        state_changed = any(new_state.get(key) != state.get(key, {} if key == 'sriov' else None)
+                            for key in ('device_spec', 'original_drivers', 'sriov'))
+        rules_changed = self._persist(new_state, driver, present)
+        if state_changed and not self.check_mode:
+            _hoststate.save(params['config_path'], new_state)
+
+        changes = vf_plan.changes + bind_plan.changes
+        result: dict[str, Any] = {
+            'changed': bool(changes) or state_changed or rules_changed,
+            'actions': [change.describe() for change in changes]
+            + (['store the whitelist'] if state_changed else []) + (['write the udev rules'] if rules_changed else []),
+            'bound': [str(c.address) for c in bind_plan.changes if isinstance(c, Bind)],
+            'restored': [str(c.address) for c in bind_plan.changes if isinstance(c, Restore)],
+            'sriov': [{'pf': str(c.pf), 'numvfs': c.count, 'previous': c.current} for c in vf_plan.changes],
+            'whitelist': new_state['device_spec'],
+        }
+        if params.get('_diff'):
+            after_devices = self._devices() if not self.check_mode else None
+            result['diff'] = {'before': before, 'after': self._snapshot(after_devices, new_state) if after_devices is not None
+                              else self._predicted(before, changes, new_state)}
+        return result
+
+    def _snapshot(self, devices: Mapping[PciAddress, SysfsDevice], state: Mapping[str, Any]) -> dict[str, Any]:
+        tracked = set(state.get('original_drivers', {}))
+        return {
+            'device_spec': state.get('device_spec'),
+            'drivers': {str(a): d.driver for a, d in sorted(devices.items()) if str(a) in tracked},
+            'sriov_numvfs': {str(a): d.sriov_numvfs for a, d in sorted(devices.items()) if d.sriov_totalvfs},
+        }
+
+    @staticmethod
+    def _predicted(before: dict[str, Any], changes: list[Bind | Restore | SetVfs], state: Mapping[str, Any]) -> dict[str, Any]:
+        after = {'device_spec': state.get('device_spec'), 'drivers': dict(before['drivers']), 'sriov_numvfs': dict(before['sriov_numvfs'])}
+        for change in changes:
+            if isinstance(change, SetVfs):
+                after['sriov_numvfs'][str(change.pf)] = change.count
+            else:
+                after['drivers'][str(change.address)] = change.driver
+        return after
+
+    def _persist(self, state: Mapping[str, Any], driver: str | None, present: bool) -> bool:
+        """Write (or remove) the udev rules file; returns whether it changed."""
+        path = self.params['persist_path']
+        current = _read_file(path)
+        if self.params['persist'] and present:
+            wanted = udev_rules({address: driver for address in state['original_drivers']} if driver else {}, state.get('sriov', {}))
+            if current == wanted:
+                return False
+            if not self.check_mode:
+                _write_atomic(path, wanted)
+            return True
+        if current is None:
+            return False
+        if not self.check_mode:
+            os.unlink(path)
+        return True
+
+
+def _write_atomic(path: str, content: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix='.passthrough-', dir=directory)
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            os.fchmod(handle.fileno(), 0o644)
+            handle.write(content)
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise SysfsError(f'persist_path {path!r} cannot be written: {exc.strerror}') from None

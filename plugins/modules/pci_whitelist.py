@@ -1,0 +1,218 @@
+#!/usr/bin/python
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: pci_whitelist
+short_description: Declare which PCI devices guests may have, and make the host ready for them
+version_added: 0.1.0
+description:
+  - Stores the whitelist (Nova's C(device_spec)) on the host, binds the devices it matches to O(driver)
+    (vfio-pci by default) and creates SR-IOV VFs; gives devices back to the driver they had before when they
+    leave the whitelist or with O(state=absent).
+  - Binding follows the kernel's recipe - C(driver_override), unbind, C(drivers_probe) - and checks the driver
+    link afterwards. The driver each device had is recorded in O(config_path), so it can be given back.
+  - Never takes a device the host itself uses, unless O(force=true) - a NIC with an address, or whose bond or
+    bridge has one, or that carries the default route; a disk with a mounted filesystem or active swap (also
+    under device-mapper or md); the boot VGA device - and never leaves an IOMMU group half bound. Each refusal
+    names the device and the reason, and nothing at all is changed.
+  - Every decision is made before the first change. If a change fails half-way, every change of this run is
+    undone and the message says so, or says exactly what could not be undone.
+  - Devices a libvirt domain holds are left alone (libvirt has them on vfio-pci while the domain runs).
+  - Runs on the host are serialised with a lock beside O(config_path).
+author:
+  - passthrough.libvirt contributors (@passthrough-libvirt)
+extends_documentation_fragment:
+  - passthrough.libvirt.common
+  - passthrough.libvirt.common.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - VFs that O(sriov) would create do not exist yet in check mode, so whether the whitelist matches them
+        is decided on the real run.
+  diff_mode:
+    support: full
+  platform:
+    support: full
+    platforms: posix
+options:
+  state:
+    description:
+      - V(present) stores O(device_spec), binds what it matches and sets the VF counts of O(sriov).
+      - V(absent) removes the stored whitelist, gives every device this collection bound back to its
+        original driver, sets the PFs of O(sriov) back to 0 VFs, and removes the udev rules.
+    type: str
+    choices: [present, absent]
+    default: present
+  device_spec:
+    description:
+      - The whitelist, in the form of Nova's C([pci] device_spec); see
+        M(passthrough.libvirt.pci_device_info) and the collection's C(docs/whitelist.md) for the keys.
+      - A PF's exact C(address) or its C(devname) also names its VFs; C("0000:3b:00.0#0-3") names only
+        those VFs.
+      - Required with O(state=present).
+    type: list
+    elements: dict
+  driver:
+    description:
+      - The driver to bind whitelisted devices to.
+      - V(null) records the whitelist without touching any binding.
+    type: str
+    default: vfio-pci
+  sriov:
+    description:
+      - VF counts to set, one entry per PF. Changing a count destroys every VF of the PF first (the kernel
+        goes through 0), so it is refused while a domain holds one of its VFs or the host uses one.
+    type: list
+    elements: dict
+    suboptions:
+      pf:
+        description: The PF, by PCI address or by one of its network interface names.
+        type: str
+        required: true
+      numvfs:
+        description: How many VFs, from 0 to the PF's C(sriov_totalvfs).
+        type: int
+        required: true
+  persist:
+    description:
+      - Write udev rules to O(persist_path) so that the bindings and VF counts come back after a reboot or a
+        hot-plug, in the way of C(driverctl). V(false) removes the rules file if this module wrote one.
+    type: bool
+    default: false
+  persist_path:
+    description: Where the udev rules are written with O(persist=true).
+    type: path
+    default: /etc/udev/rules.d/90-passthrough-libvirt.rules
+  force:
+    description:
+      - Take devices the host uses (a NIC with an address or the default route, a disk with a mounted
+        filesystem, the boot VGA device). The host may lose its network, its storage or its console.
+      - Half-bound IOMMU groups and devices held by domains are refused even with V(true).
+    type: bool
+    default: false
+notes:
+  - Needs root. The vfio-pci module must be loaded (the C(pci_host) role loads it).
+seealso:
+  - module: passthrough.libvirt.pci_device_info
+  - name: VFIO - the kernel's documentation
+    description: How devices are given to user space (and guests) through vfio-pci, and what IOMMU groups mean.
+    link: https://docs.kernel.org/driver-api/vfio.html
+'''
+
+EXAMPLES = r'''
+- name: Give the A100s and VFs 0-3 of ens1f0 to guests, with 8 VFs on ens1f0
+  passthrough.libvirt.pci_whitelist:
+    device_spec:
+      - vendor_id: "10de"
+        product_id: "20b5"
+      - devname: "ens1f0#0-3"
+        physical_network: physnet1
+    sriov:
+      - pf: ens1f0
+        numvfs: 8
+    persist: true
+
+- name: See what would change
+  passthrough.libvirt.pci_whitelist:
+    device_spec:
+      - address: "0000:af:00.*"
+  check_mode: true
+  diff: true
+
+- name: Give everything back to the host
+  passthrough.libvirt.pci_whitelist:
+    state: absent
+'''
+
+RETURN = r'''
+actions:
+  description: What the run did (or, in check mode, would do), in order.
+  returned: always
+  type: list
+  elements: str
+  sample: ["set 0000:3b:00.0 to 8 VFs (now 4)", "bind 0000:3c:00.0 to vfio-pci (now nvidia)", "store the whitelist"]
+bound:
+  description: Addresses bound to O(driver) by this run.
+  returned: always
+  type: list
+  elements: str
+  sample: ["0000:3c:00.0"]
+restored:
+  description: Addresses given back to their original driver by this run.
+  returned: always
+  type: list
+  elements: str
+  sample: ["0000:86:00.0"]
+sriov:
+  description: VF counts changed by this run.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    pf:
+      description: The PF's address.
+      type: str
+    numvfs:
+      description: The new count.
+      type: int
+    previous:
+      description: The count before.
+      type: int
+  sample: [{pf: "0000:3b:00.0", numvfs: 8, previous: 4}]
+whitelist:
+  description: The whitelist now stored on the host; V(null) after O(state=absent).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{vendor_id: "10de", product_id: "20b5"}]
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate
+from ansible_collections.passthrough.libvirt.plugins.module_utils._hoststate import HostStateError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import LibvirtUnavailable
+from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._whitelist import (
+    DEFAULT_RULES_PATH,
+    WhitelistFailed,
+    WhitelistRefused,
+    WhitelistRun,
+)
+
+
+def argument_spec() -> dict:
+    return dict(
+        state=dict(type='str', choices=['present', 'absent'], default='present'),
+        device_spec=dict(type='list', elements='dict'),
+        driver=dict(type='str', default='vfio-pci'),
+        sriov=dict(type='list', elements='dict', options=dict(pf=dict(type='str', required=True), numvfs=dict(type='int', required=True))),
+        persist=dict(type='bool', default=False),
+        persist_path=dict(type='path', default=DEFAULT_RULES_PATH),
+        force=dict(type='bool', default=False),
+        uri=dict(type='str', default='qemu:///system'),
+        sysfs_root=dict(type='path', default='/sys'),
+        config_path=dict(type='path', default=_hoststate.DEFAULT_CONFIG_PATH),
+    )
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           required_if=[('state', 'present', ['device_spec'])])
+    params = dict(module.params, _diff=module._diff)
+    try:
+        result = WhitelistRun(params, module.check_mode).run()
+    except (SpecError, SysfsError, HostStateError, LibvirtUnavailable, WhitelistRefused, WhitelistFailed) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
