@@ -54,6 +54,7 @@ class Step:
 class Lab:
     accel: str
     memory: int
+    l2_type: str = 'qemu'
     steps: list[Step] = field(default_factory=list)
     vms: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
@@ -242,7 +243,9 @@ def prepare_hosts(lab: Lab) -> None:
         kinds = {}
         for name in HOSTS:
             ssh(lab, name, 'for i in $(seq 1 60); do virsh -q uri >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1', timeout=90)
-            kind = 'kvm' if ssh(lab, name, 'test -c /dev/kvm && echo kvm || echo qemu').strip() == 'kvm' else 'qemu'
+            kind = lab.l2_type
+            if kind == 'kvm' and ssh(lab, name, 'test -c /dev/kvm && echo kvm || echo qemu').strip() != 'kvm':
+                kind = 'qemu'
             kinds[name] = kind
             for domain in ('pcitest-native', 'pcitest-acpi'):
                 xml = (HERE / 'domains' / f'{domain}.xml').read_text(encoding='utf-8').replace('@TYPE@', kind)
@@ -297,32 +300,58 @@ def discover(lab: Lab, inventory: Path, phase: str, title: str) -> None:
         step.detail = describe(out, phase)
 
 
-CREATE_VFS = f"""set -e
+PREPARE_VFS = """set -e
 pf=$(for d in /sys/bus/pci/devices/*; do
-  [ "$(cat $d/vendor)" = 0x1b36 ] && [ -e $d/sriov_totalvfs ] && echo ${{d##*/}}; done)
-[ -n "$pf" ] || {{ echo 'no SR-IOV NVMe PF' >&2; exit 1; }}
+  [ "$(cat $d/vendor)" = 0x1b36 ] && [ -e $d/sriov_totalvfs ] && echo ${d##*/}; done)
+[ -n "$pf" ] || { echo 'no SR-IOV NVMe PF' >&2; exit 1; }
+# VFs meant for guests: no host driver probes them when they appear.
 echo 0 > /sys/bus/pci/devices/$pf/sriov_drivers_autoprobe
 echo 0 > /sys/bus/pci/devices/$pf/sriov_numvfs
-echo {VF_COUNT} > /sys/bus/pci/devices/$pf/sriov_numvfs
-# QEMU's VFs start Offline: give each VF controller its queues and interrupts, then bring it online.
+echo $pf
+"""
+
+ONLINE_VFS = """set -e
+pf=$1
 ctrl=$(ls /sys/bus/pci/devices/$pf/nvme | head -n1)
 online=0
-for c in $(seq 1 {VF_COUNT}); do
+# QEMU's VFs start Offline: give each VF controller its queues and interrupts, then bring it online.
+for c in $(seq 1 $(cat /sys/bus/pci/devices/$pf/sriov_numvfs)); do
   nvme virt-mgmt /dev/$ctrl -c $c -r 1 -a 8 -n 1 >/dev/null &&
   nvme virt-mgmt /dev/$ctrl -c $c -r 0 -a 8 -n 2 >/dev/null &&
   nvme virt-mgmt /dev/$ctrl -c $c -r 0 -a 9 -n 0 >/dev/null && online=$((online+1))
 done
-echo "$pf $(cat /sys/bus/pci/devices/$pf/sriov_numvfs) $online"
+echo "$(cat /sys/bus/pci/devices/$pf/sriov_numvfs) $online"
 """
 
 
-def create_vfs(lab: Lab) -> None:
-    with lab.step(f'create {VF_COUNT} NVMe VFs on each host') as step:
+def whitelist(lab: Lab, inventory: Path) -> dict[str, str]:
+    """pci_whitelist on the real kernels: check, run, again, the management NIC refused; it creates the VFs."""
+    out = WORK / 'out'
+    pfs = {}
+    with lab.step('pci_whitelist: check, run, again; management NIC refused') as step:
+        for name in HOSTS:
+            pfs[name] = ssh(lab, name, PREPARE_VFS).strip()
+        playbook(lab, inventory, 'whitelist.yml', lab_phase='present', lab_out=str(out))
         details = []
         for name in HOSTS:
-            pf, numvfs, online = ssh(lab, name, CREATE_VFS).split()
-            details.append(f'{name}: PF {pf[5:]} sriov_numvfs={numvfs}, {online} online')
+            found = json.loads((out / f'{name}-whitelist-present.json').read_text(encoding='utf-8'))
+            details.append(f'{name}: check changed={found["checked"]["changed"]}, run bound {found["applied"]["bound"]} '
+                           f'+ {found["applied"]["sriov"][0]["numvfs"]} VFs, again changed={found["again"]["changed"]}, '
+                           f'{found["mgmt"][5:]} refused ({"default route" if "default route" in found["refused"] else found["refused"]})')
         step.detail = '; '.join(details)
+    with lab.step('bring the VFs online (nvme virt-mgmt)') as step:
+        step.detail = '; '.join(
+            '{}: {} VFs, {} online'.format(name, *ssh(lab, name, f'bash -s {pfs[name]}', stdin=ONLINE_VFS).split()) for name in HOSTS)
+    return pfs
+
+
+def whitelist_absent(lab: Lab, inventory: Path) -> None:
+    out = WORK / 'out'
+    with lab.step('pci_whitelist absent: the NIC back to e1000e') as step:
+        playbook(lab, inventory, 'whitelist.yml', lab_phase='absent', lab_out=str(out))
+        step.detail = '; '.join(
+            f'{name}: restored {json.loads((out / f"{name}-whitelist-absent.json").read_text(encoding="utf-8"))["removed"]["restored"]}'
+            for name in HOSTS)
 
 
 def selftest(lab: Lab) -> None:
@@ -412,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--accel', choices=('tcg', 'kvm'), default=os.environ.get('LAB_ACCEL', 'tcg'),
                         help='accelerator for the hypervisor VMs (default tcg: the stock Debian kernel hangs under kvm-pvm)')
     parser.add_argument('--memory', type=int, default=int(os.environ.get('LAB_MEMORY', '2048')), help='MiB per hypervisor VM')
+    parser.add_argument('--l2-type', choices=('qemu', 'kvm'), default=os.environ.get('LAB_L2_TYPE', 'qemu'),
+                        help='domain type of the test guests inside the hypervisors (default qemu: nested KVM inside a '
+                             'TCG hypervisor once panicked its kernel; kvm where the hypervisors run under real KVM)')
     parser.add_argument('--keep-running', action='store_true', help='leave the VMs running after the scenario (stop with --down)')
     parser.add_argument('--down', action='store_true', help='stop lab VMs left running and exit')
     args = parser.parse_args(argv)
@@ -426,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Ctrl-C and SIGTERM end the scenario through the same path as a failure: the VMs go down.
     signal.signal(signal.SIGTERM, interrupt)
-    lab = Lab(accel=args.accel, memory=args.memory)
+    lab = Lab(accel=args.accel, memory=args.memory, l2_type=args.l2_type)
     started = time.monotonic()
     failure = None
     with MemorySampler() as memory:
@@ -437,8 +469,9 @@ def main(argv: list[str] | None = None) -> int:
             prepare_hosts(lab)
             inventory = write_inventory(lab)
             discover(lab, inventory, 'devices', 'discover over SSH: e1000e NICs, NVMe PF, IOMMU groups')
-            create_vfs(lab)
+            whitelist(lab, inventory)
             discover(lab, inventory, 'vfs', 'discover the VFs over SSH')
+            whitelist_absent(lab, inventory)
             selftest(lab)
         except (LabError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:
             failure = str(exc)
