@@ -73,6 +73,7 @@ class Plan:
 
     changes: list[Bind | Restore | SetVfs] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # what force: true let through
     original_drivers: dict[str, str | None] = field(default_factory=dict)
     vf_counts: dict[str, int] = field(default_factory=dict)   # every PF named, changed or not
 
@@ -123,10 +124,13 @@ def plan_sriov(sriov: list[dict[str, Any]], devices: Mapping[PciAddress, SysfsDe
                                  f'{", ".join(map(str, held))} (changing the count destroys every VF first)')
             continue
         used = [(vf, reason) for vf in pf.virtfns for reason in host_use.of(vf)]
-        if used and not force:
-            plan.refusals.append(f'{pf.address}: cannot change its VFs from {current} to {count}: the host uses '
-                                 + '; '.join(f'{vf} ({reason})' for vf, reason in used) + ' (force: true to do it anyway)')
-            continue
+        if used:
+            uses = '; '.join(f'{vf} ({reason})' for vf, reason in used)
+            if not force:
+                plan.refusals.append(f'{pf.address}: cannot change its VFs from {current} to {count}: the host uses '
+                                     f'{uses} (force: true to do it anyway)')
+                continue
+            plan.warnings.append(f'{pf.address}: force: true changes its VFs from {current} to {count} although the host uses {uses}')
         plan.changes.append(SetVfs(pf.address, count, current))
     return plan
 
@@ -153,9 +157,11 @@ def plan_bindings(devices: Mapping[PciAddress, SysfsDevice], whitelist: Whitelis
         if address in allocated:
             continue   # a domain holds it: libvirt has it on vfio-pci while it runs, and gives it back
         reasons = host_use.of(address)
-        if reasons and not force:
-            plan.refusals.append(f'{address}: the host uses it: {"; ".join(reasons)} (force: true to take it anyway)')
-            continue
+        if reasons:
+            if not force:
+                plan.refusals.append(f'{address}: the host uses it: {"; ".join(reasons)} (force: true to take it anyway)')
+                continue
+            plan.warnings.append(f'{address}: force: true takes it for {driver} although the host uses it: {"; ".join(reasons)}')
         plan.changes.append(Bind(address, driver, device.driver))
 
     _check_groups(plan, devices, wanted, driver)
@@ -351,6 +357,7 @@ class WhitelistRun:
             'restored': [str(c.address) for c in bind_plan.changes if isinstance(c, Restore)],
             'sriov': [{'pf': str(c.pf), 'numvfs': c.count, 'previous': c.current} for c in vf_plan.changes],
             'whitelist': new_state['device_spec'],
+            'warnings': vf_plan.warnings + bind_plan.warnings,
         }
         if params.get('_diff'):
             after_devices = self._devices() if not self.check_mode else None

@@ -61,7 +61,8 @@ options:
   driver:
     description:
       - The driver to bind whitelisted devices to.
-      - V(null) records the whitelist without touching any binding.
+      - V(null) (or an empty string, which is what Ansible makes of V(null) for a string option with a
+        default) records the whitelist without touching any binding.
     type: str
     default: vfio-pci
   sriov:
@@ -206,11 +207,14 @@ def argument_spec() -> dict:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
                            required_if=[('state', 'present', ['device_spec'])])
-    params = dict(module.params, _diff=module._diff)
+    # driver: null reaches a module as '' (Ansible's string conversion of None): both mean record only.
+    params = dict(module.params, _diff=module._diff, driver=module.params['driver'] or None)
     try:
         result = WhitelistRun(params, module.check_mode).run()
     except (SpecError, SysfsError, HostStateError, LibvirtUnavailable, WhitelistRefused, WhitelistFailed) as exc:
         module.fail_json(msg=str(exc))
+    for warning in result.pop('warnings'):
+        module.warn(warning)
     module.exit_json(**result)
 
 

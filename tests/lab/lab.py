@@ -328,7 +328,7 @@ def whitelist(lab: Lab, inventory: Path) -> dict[str, str]:
     """pci_whitelist on the real kernels: check, run, again, the management NIC refused; it creates the VFs."""
     out = WORK / 'out'
     pfs = {}
-    with lab.step('pci_whitelist: check, run, again; management NIC refused') as step:
+    with lab.step('pci_whitelist: check, run, again; management NIC refused, taken with force (check mode)') as step:
         for name in HOSTS:
             pfs[name] = ssh(lab, name, PREPARE_VFS).strip()
         playbook(lab, inventory, 'whitelist.yml', lab_phase='present', lab_out=str(out))
@@ -337,7 +337,8 @@ def whitelist(lab: Lab, inventory: Path) -> dict[str, str]:
             found = json.loads((out / f'{name}-whitelist-present.json').read_text(encoding='utf-8'))
             details.append(f'{name}: check changed={found["checked"]["changed"]}, run bound {found["applied"]["bound"]} '
                            f'+ {found["applied"]["sriov"][0]["numvfs"]} VFs, again changed={found["again"]["changed"]}, '
-                           f'{found["mgmt"][5:]} refused ({"default route" if "default route" in found["refused"] else found["refused"]})')
+                           f'{found["mgmt"][5:]} refused ({"default route" if "default route" in found["refused"] else found["refused"]}), '
+                           f'taken with force in check mode: {found["forced"].get("bound")}')
         step.detail = '; '.join(details)
     with lab.step('bring the VFs online (nvme virt-mgmt)') as step:
         step.detail = '; '.join(

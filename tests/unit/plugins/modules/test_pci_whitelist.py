@@ -113,6 +113,8 @@ def test_the_host_uses_the_nic_refused_unless_forced(host):
     assert host.kernel.writes == [] and not (host.tmp / 'etc/state.json').exists()
     forced = host(device_spec=[{'address': '0000:3b:00.0', 'product_id': '1572'}], net=net, force=True)
     assert forced['bound'] == ['0000:3b:00.0']
+    assert forced['warnings'] == ['0000:3b:00.0: force: true takes it for vfio-pci although the host uses it: '
+                                  'network interface ens1f0 has address 10.0.0.5']
 
 
 def test_a_failure_half_way_is_rolled_back(host):
