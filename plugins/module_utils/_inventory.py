@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate, _pciids
+from ansible_collections.passthrough.libvirt.plugins.module_utils._hostuse import HostUseReader
+from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import STATUSES, DeviceState, assess
 from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import (
     Allocation,
@@ -24,12 +26,6 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt impor
 from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import Whitelist
 from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import Sysfs, SysfsDevice
 
-STATUS_AVAILABLE = 'available'
-STATUS_ALLOCATED = 'allocated'
-STATUS_UNAVAILABLE = 'unavailable'
-STATUS_UNMANAGED = 'unmanaged'
-STATUS_UNKNOWN = 'unknown'
-STATUSES = (STATUS_AVAILABLE, STATUS_ALLOCATED, STATUS_UNAVAILABLE, STATUS_UNMANAGED, STATUS_UNKNOWN)
 DEV_TYPES = ('type-PCI', 'type-PF', 'type-VF')
 
 
@@ -42,6 +38,8 @@ class HostView:
     allocations_known: bool
     libvirt_error: str | None = None
     domains: list[DomainInfo] = field(default_factory=list)
+    states: dict[PciAddress, DeviceState] = field(default_factory=dict)   # every device, not only those listed
+    numa_sockets: dict[int, int] = field(default_factory=dict)
 
 
 def extra_info(device: SysfsDevice, allocation: Allocation | None, group_members: list[PciAddress]) -> dict[str, Any]:
@@ -72,20 +70,9 @@ def extra_info(device: SysfsDevice, allocation: Allocation | None, group_members
     return info
 
 
-def device_record(device: SysfsDevice, names: _pciids.PciIds, whitelist: Whitelist,
-                  allocation: Allocation | None, allocations_known: bool,
-                  group_members: list[PciAddress], devices: dict[PciAddress, SysfsDevice]) -> dict[str, Any]:
+def device_record(state: DeviceState, names: _pciids.PciIds, group_members: list[PciAddress]) -> dict[str, Any]:
     """One device record, with the fields pci_device_info documents under pci_devices."""
-    # PCI bridges carry the topology: never offered to a guest, whatever the whitelist says.
-    spec = None if device.is_bridge else whitelist.match(device, devices)
-    if allocation is not None:
-        status = STATUS_ALLOCATED
-    elif not allocations_known:
-        status = STATUS_UNKNOWN
-    elif spec is not None:
-        status = STATUS_AVAILABLE
-    else:
-        status = STATUS_UNMANAGED
+    device, spec, allocation = state.device, state.spec, state.allocation
     address = device.address
     return {
         'address': str(address),
@@ -103,7 +90,8 @@ def device_record(device: SysfsDevice, names: _pciids.PciIds, whitelist: Whiteli
         'iommu_group': device.iommu_group,
         'parent_addr': str(device.physfn) if device.physfn else None,
         'label': f'label_{device.vendor_id}_{device.product_id}',
-        'status': status,
+        'status': state.status,
+        'unavailable_reason': state.reason,
         'whitelisted': spec is not None,
         'tags': dict(spec.tags) if spec is not None else {},
         'instance_uuid': allocation.domain_uuid if allocation else None,
@@ -125,9 +113,10 @@ def read_allocations(uri: str) -> tuple[str | None, list[DomainInfo]]:
 def collect(sysfs_root: str = '/sys', uri: str = 'qemu:///system', device_spec: Any = None,
             config_path: str = _hoststate.DEFAULT_CONFIG_PATH, require_libvirt: bool = True,
             addresses: list[PciAddress] | None = None, pci_ids_path: str | None = None,
-            pcie_link: bool = False) -> HostView:
+            pcie_link: bool = False, proc_root: str = '/proc', host_use: bool = True) -> HostView:
     """Read the host. ``device_spec`` None means the stored whitelist (none stored: every device unmanaged).
 
+    ``host_use``: whitelisted devices the host uses (addresses, default route, mounts, boot VGA) are unavailable.
     Raises SysfsError, SpecError, HostStateError, and LibvirtUnavailable when ``require_libvirt``.
     """
     sysfs = Sysfs(sysfs_root, pcie_link=pcie_link)
@@ -148,7 +137,7 @@ def collect(sysfs_root: str = '/sys', uri: str = 'qemu:///system', device_spec: 
             raise
         libvirt_error = str(exc)
         allocations_known = False
-    allocations = domain_allocations(domains)
+    allocations = domain_allocations(domains) if allocations_known else None
 
     devices = sysfs.read_devices()
     by_address = {device.address: device for device in devices}
@@ -156,13 +145,15 @@ def collect(sysfs_root: str = '/sys', uri: str = 'qemu:///system', device_spec: 
     for device in devices:
         if device.iommu_group is not None:
             groups.setdefault(device.iommu_group, []).append(device.address)
+    use = HostUseReader(sysfs_root, proc_root).read() if host_use and whitelist.entries else None
+    states = assess(by_address, whitelist, allocations, use)
     if addresses is not None:
         wanted = set(addresses)
         devices = [device for device in devices if device.address in wanted]
     names = _pciids.load(pci_ids_path)
     records = [
-        device_record(device, names, whitelist, allocations.get(device.address), allocations_known,
-                      groups.get(device.iommu_group, []) if device.iommu_group is not None else [], by_address)
+        device_record(states[device.address], names,
+                      groups.get(device.iommu_group, []) if device.iommu_group is not None else [])
         for device in devices
     ]
     return HostView(
@@ -171,4 +162,6 @@ def collect(sysfs_root: str = '/sys', uri: str = 'qemu:///system', device_spec: 
         allocations_known=allocations_known,
         libvirt_error=libvirt_error,
         domains=domains,
+        states=states,
+        numa_sockets=sysfs.numa_sockets(),
     )

@@ -104,6 +104,14 @@ def _list_at(dir_fd: int, name: str) -> list[str]:
         os.close(fd)
 
 
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding='ascii', errors='replace') as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
 def _int(text: str | None) -> int | None:
     if not text:
         return None
@@ -208,6 +216,30 @@ class Sysfs:
                 continue
         result.sort()
         return result
+
+    def numa_sockets(self) -> dict[int, int]:
+        """NUMA node -> CPU socket (physical_package_id of the node's first CPU), for numa_policy socket.
+
+        Nodes without CPUs (memory-only) and a tree without NUMA information give no entry.
+        """
+        nodes_dir = os.path.join(self.root, 'devices', 'system', 'node')
+        sockets: dict[int, int] = {}
+        try:
+            names = os.listdir(nodes_dir)
+        except OSError:
+            return sockets
+        for name in names:
+            if not name.startswith('node') or not name[4:].isdigit():
+                continue
+            cpulist = _read_text(os.path.join(nodes_dir, name, 'cpulist'))
+            first = re.match(r'^\s*(\d+)', cpulist or '')
+            if first is None:
+                continue
+            package = _int(_read_text(os.path.join(self.root, 'devices', 'system', 'cpu', f'cpu{first[1]}', 'topology',
+                                                   'physical_package_id')))
+            if package is not None and package >= 0:
+                sockets[int(name[4:])] = package
+        return sockets
 
     def read_device(self, address: PciAddress) -> SysfsDevice:
         """Read one device. Raises SysfsError when it does not exist."""

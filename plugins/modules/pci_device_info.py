@@ -146,6 +146,36 @@ allocations_known:
   returned: always
   type: bool
   sample: true
+server:
+  description:
+    - The domain of O(domain) in the shape of the server view of Nova's C(os-pci) extension
+      (C(os-pci:pci_devices), here under the Ansible-friendly key C(pci_devices)).
+  returned: when O(domain) is given
+  type: dict
+  contains:
+    id:
+      description: The domain's UUID.
+      type: str
+      sample: 6f1c4e1e-2d6a-4a39-9b3c-7f2b8a3c1d20
+    name:
+      description: The domain's name.
+      type: str
+      sample: web01
+    pci_devices:
+      description:
+        - One entry per PCI device the domain holds - C(attachment_id) (null when this collection did not attach it),
+          C(serverId) (the domain's UUID), C(dev_id), C(address), C(inner_address) (the guest-side PCI address,
+          null until libvirt assigns one), C(vendor_id), C(product_id).
+      type: list
+      elements: dict
+      sample:
+        - attachment_id: 0c0f6f0e-93a4-4d8e-9a53-2a4f1f0e8b11
+          serverId: 6f1c4e1e-2d6a-4a39-9b3c-7f2b8a3c1d20
+          dev_id: pci_0000_3b_02_2
+          address: "0000:3b:02.2"
+          inner_address: "0000:07:00.0"
+          vendor_id: "8086"
+          product_id: "154c"
 pci_device:
   description:
     - The record of the device at O(address), in the form of the elements of RV(pci_devices).
@@ -229,9 +259,15 @@ pci_devices:
         - C(allocated) when a libvirt domain holds it (live or persistent configuration), whether whitelisted or not.
         - C(available) when whitelisted and free; C(unmanaged) when not whitelisted and free.
         - C(unknown) when libvirt could not be reached (see RV(allocations_known)).
-        - C(unavailable) is reserved for whitelisted devices blocked by their PF, VFs or IOMMU group.
+        - C(unavailable) when whitelisted and free but not assignable; RV(pci_devices[].unavailable_reason) says why
+          (its PF or one of its VFs is allocated, an IOMMU group sibling is in a domain or on a host driver, the entry
+          has C(managed) off and the device is not on vfio-pci, or the host uses it).
       type: str
       sample: available
+    unavailable_reason:
+      description: Why the device is C(unavailable); V(null) for every other status.
+      type: str
+      sample: "its PF 0000:3b:00.0 is allocated to domain vm-a"
     whitelisted:
       description: Whether an entry of the whitelist matches the device.
       type: bool
@@ -371,6 +407,11 @@ def run(params: dict) -> tuple[dict, list[str]]:
             raise LibvirtUnavailable(f'domain {params["domain"]!r} cannot be looked up: {view.libvirt_error}')
         domain = find_domain(view.domains, params['domain'])
         devices = [device for device in devices if device['instance_uuid'] == domain.uuid]
+        server = dict(id=domain.uuid, name=domain.name, pci_devices=[
+            dict(attachment_id=device['attachment_id'], serverId=domain.uuid, dev_id=device['dev_id'], address=device['address'],
+                 inner_address=device['extra_info'].get('inner_address'), vendor_id=device['vendor_id'],
+                 product_id=device['product_id'])
+            for device in devices])
     devices = [device for device in devices if all(device[key] == value for key, value in filters.items() if value != '*')]
 
     result = dict(
@@ -381,6 +422,8 @@ def run(params: dict) -> tuple[dict, list[str]]:
     )
     if address is not None:
         result['pci_device'] = devices[0] if devices else None
+    if params['domain'] is not None:
+        result['server'] = server
     return result, warnings
 
 

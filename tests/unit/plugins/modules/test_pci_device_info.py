@@ -124,6 +124,14 @@ def test_filters(run_module, host, filters, expected):
     assert [d['address'] for d in run.result['pci_devices']] == expected
 
 
+def test_the_server_view_of_a_domain(run_module, host):
+    run = run_module('pci_device_info', domain='vm-a', **host)
+    assert run.result['server'] == {'id': '11111111-2222-3333-4444-555555555555', 'name': 'vm-a', 'pci_devices': [{
+        'attachment_id': ATTACHMENT, 'serverId': '11111111-2222-3333-4444-555555555555', 'dev_id': 'pci_0000_3b_02_2',
+        'address': '0000:3b:02.2', 'inner_address': '0000:07:00.0', 'vendor_id': '8086', 'product_id': '154c'}]}
+    assert 'server' not in run_module('pci_device_info', **host).result
+
+
 def test_one_address(run_module, host):
     run = run_module('pci_device_info', address=' 10000:E0:00.0 ', **host)
     assert run.result['pci_device']['address'] == '10000:e0:00.0'
