@@ -1,0 +1,190 @@
+#!/usr/bin/python
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: hypervisor_pci_stats
+short_description: The PCI device pools of a libvirt/KVM host - free, allocated, unavailable
+version_added: 0.1.0
+description:
+  - Groups the host's whitelisted PCI devices into pools, the way Nova's C(pci_stats) does - one pool per vendor,
+    product, device type, NUMA node, tags of the matching whitelist entry, and for VFs their PF - and counts in
+    each the free devices (RV(hypervisor.pci_stats[].count)), all of them, the allocated ones and the unavailable
+    ones.
+  - Sets the fact C(pci_stats) so that a fact cache, AWX and M(passthrough.libvirt.pci_fleet) keep it.
+  - With O(aliases), also says how many devices of each alias the host can still give.
+  - The statuses are those of M(passthrough.libvirt.pci_device_info); allocations are read from libvirt, so the
+    module fails when libvirt cannot be reached rather than report devices as free that a domain may hold.
+  - This module never changes anything on the host.
+author:
+  - passthrough.libvirt contributors (@passthrough-libvirt)
+extends_documentation_fragment:
+  - passthrough.libvirt.common
+  - passthrough.libvirt.common.attributes
+  - passthrough.libvirt.common.info_module
+attributes:
+  facts:
+    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
+    support: full
+options:
+  device_spec:
+    description:
+      - The whitelist to build pools from, in place of the one stored on the host by
+        M(passthrough.libvirt.pci_whitelist). Same form as in M(passthrough.libvirt.pci_device_info). Nothing is stored.
+    type: list
+    elements: dict
+  aliases:
+    description:
+      - Nova-style aliases (C(name), C(vendor_id), C(product_id), C(device_type), C(numa_policy), C(tags)); the
+        collection's C(docs/whitelist.md) describes them.
+      - When given, RV(aliases_free) says how many devices of each alias the host can still give.
+    type: list
+    elements: dict
+seealso:
+  - module: passthrough.libvirt.pci_device_info
+  - module: passthrough.libvirt.pci_fleet
+'''
+
+EXAMPLES = r'''
+- name: Pools of every compute host (the fact pci_stats is set)
+  passthrough.libvirt.hypervisor_pci_stats:
+    aliases:
+      - {name: a100, vendor_id: "10de", product_id: "20b5"}
+      - {name: x710-vf, vendor_id: "8086", product_id: "154c", device_type: type-VF}
+  register: stats
+
+- name: Free A100s on this host
+  ansible.builtin.debug:
+    msg: "{{ stats.aliases_free.a100 }}"
+'''
+
+RETURN = r'''
+hypervisor:
+  description: The host in the shape of Nova's C(os-pci) hypervisor extension.
+  returned: success
+  type: dict
+  contains:
+    hypervisor_hostname:
+      description: The hostname libvirt reports (the host's own name when libvirt gives none).
+      type: str
+      sample: compute-07
+    pci_stats:
+      description: One entry per pool, sorted by vendor, product, type, NUMA node, PF and tags.
+      type: list
+      elements: dict
+      contains:
+        count:
+          description: Free devices (status C(available)), Nova's meaning of C(count).
+          type: int
+          sample: 2
+        total:
+          description: Every whitelisted device of the pool, whatever its status.
+          type: int
+          sample: 4
+        allocated:
+          description: Devices a domain holds (live or persistent configuration).
+          type: int
+          sample: 1
+        unavailable:
+          description: Whitelisted, free devices that cannot be given now (see M(passthrough.libvirt.pci_device_info)).
+          type: int
+          sample: 1
+        vendor_id:
+          description: Vendor id, 4 lowercase hex digits.
+          type: str
+          sample: "8086"
+        product_id:
+          description: Product (device) id, 4 lowercase hex digits.
+          type: str
+          sample: "154c"
+        dev_type:
+          description: C(type-PCI), C(type-PF) or C(type-VF).
+          type: str
+          sample: type-VF
+        numa_node:
+          description: NUMA node of the pool's devices; V(null) when the firmware gives none.
+          type: int
+          sample: 0
+        parent_addr:
+          description: For a pool of VFs, the address of their PF; V(null) otherwise.
+          type: str
+          sample: "0000:3b:00.0"
+        tags:
+          description: The tags of the whitelist entry that matched the pool's devices.
+          type: dict
+          sample: {physical_network: physnet1}
+        free_addresses:
+          description: The addresses of the free devices, sorted.
+          type: list
+          elements: str
+          sample: ["0000:3b:02.2", "0000:3b:02.3"]
+ansible_facts:
+  description: Facts set on the host.
+  returned: success
+  type: dict
+  contains:
+    pci_stats:
+      description: The same list as RV(hypervisor.pci_stats).
+      type: list
+      elements: dict
+    pci_hypervisor_hostname:
+      description: The same value as RV(hypervisor.hypervisor_hostname).
+      type: str
+aliases_free:
+  description: For each alias of O(aliases), how many devices of it the host can still give (one alias at a time).
+  returned: when O(aliases) is given
+  type: dict
+  sample: {a100: 1, x710-vf: 2}
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate, _inventory
+from ansible_collections.passthrough.libvirt.plugins.module_utils._hoststate import HostStateError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import LibvirtUnavailable
+from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import candidates, free_per_alias, pools
+from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError, parse_aliases
+from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsError
+
+
+def argument_spec() -> dict:
+    return dict(
+        device_spec=dict(type='list', elements='dict'),
+        aliases=dict(type='list', elements='dict'),
+        uri=dict(type='str', default='qemu:///system'),
+        sysfs_root=dict(type='path', default='/sys'),
+        config_path=dict(type='path', default=_hoststate.DEFAULT_CONFIG_PATH),
+    )
+
+
+def run(params: dict) -> dict:
+    """The module's work, free of AnsibleModule; raises the collection's errors."""
+    aliases = parse_aliases(params['aliases'])
+    view = _inventory.collect(sysfs_root=params['sysfs_root'], uri=params['uri'], device_spec=params['device_spec'],
+                              config_path=params['config_path'], require_libvirt=True, addresses=[])
+    stats = pools(view.states)
+    result = dict(
+        changed=False,
+        hypervisor=dict(hypervisor_hostname=view.hostname, pci_stats=stats),
+        ansible_facts=dict(pci_stats=stats, pci_hypervisor_hostname=view.hostname),
+    )
+    if params['aliases'] is not None:
+        result['aliases_free'] = free_per_alias(aliases, candidates(view.states))
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    try:
+        result = run(module.params)
+    except (SysfsError, SpecError, HostStateError, LibvirtUnavailable) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
