@@ -16,19 +16,19 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Building libvirt-python needs the libvirt headers; lspci and pci.ids give names and a cross-check.
 DEMO_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libvirt-dev pciutils pci.ids
-TEST_PACKAGES := $(DEMO_PACKAGES) libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 rsync shellcheck
+TEST_PACKAGES := $(DEMO_PACKAGES) libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 rsync shellcheck chromium
 # The nested VFIO lab: an image from Debian's mirror, QEMU VMs, SSH to them.
 LAB_PACKAGES := $(DEMO_PACKAGES) debootstrap qemu-system-x86 qemu-utils e2fsprogs openssh-client
 
 export ANSIBLE_CALLBACK_RESULT_FORMAT := yaml
 export ANSIBLE_NOCOWS := 1
 
-.PHONY: help demo test sanity units integration bench lab lab-down system-demo system-test system-lab venv src-tree collection libvirtd clean
+.PHONY: help demo test sanity units integration bench bench-fleet lab lab-down system-demo system-test system-lab venv src-tree collection libvirtd clean
 
 help:
 	@echo "make demo   - install what is needed, then inventory this host's PCI devices (table + ./pci-report/)"
 	@echo "make test   - install what is needed, start libvirtd if none answers, run sanity, unit and integration tests"
-	@echo "make bench  - discovery benchmark (bench/discovery)"
+	@echo "make bench  - discovery and fleet benchmarks (bench/discovery, bench/fleet; make bench-fleet for the second)"
 	@echo "make lab    - the nested VFIO lab: two hypervisor VMs with a virtual IOMMU, scenario over SSH (docs/lab.md)"
 	@echo "make lab-down - stop lab VMs left running"
 	@echo "make clean  - remove .venv, .build and pci-report"
@@ -92,6 +92,10 @@ test: system-test venv src-tree sanity units integration
 
 bench: system-test venv src-tree
 	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/discovery
+	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/fleet
+
+bench-fleet: venv src-tree
+	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/fleet
 
 # Not part of `make test`: it takes minutes and needs root (debootstrap).
 lab: system-lab venv collection

@@ -1,0 +1,119 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The fleet report from a real ansible-playbook run over three local hosts, read back in headless Chromium.
+
+Each host is `ansible_connection=local` with its own fixture sysfs tree, whitelist and state file;
+the real libvirtd gives the allocations. h3 never runs hypervisor_pci_stats and must be listed as
+missing. The page is opened in Debian's chromium through Playwright, which records every request
+the page makes: the only one allowed is the page itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from playwright.sync_api import sync_playwright   # make test installs it, and Debian's chromium
+
+from ansible_collections.passthrough.libvirt.tests import sysfs_tree
+
+PLAYBOOK = Path(__file__).parent / 'playbooks' / 'fleet.yml'
+SRC_TREE = Path(os.path.abspath(sysfs_tree.__file__)).parents[4]
+CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
+
+
+def write_inventory(tmp_path: Path) -> Path:
+    sysfs_tree.dual_socket_server(tmp_path / 'h1' / 'sys')
+    sysfs_tree.dual_socket_server(tmp_path / 'h2' / 'sys')
+    sysfs_tree.no_iommu_host(tmp_path / 'h3' / 'sys')
+    hosts = {name: {'fixture_sysfs': str(tmp_path / name / 'sys'), 'state_dir': str(tmp_path / name)} for name in ('h1', 'h2', 'h3')}
+    hosts['h2']['whitelist'] = [{'vendor_id': '8086', 'product_id': '154c'}]     # VFs only, no tags
+    hosts['h3']['skip_stats'] = True
+    inventory = {'compute': {'hosts': hosts, 'vars': {
+        'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable, 'report_dir': str(tmp_path / 'report'),
+        'whitelist': [{'vendor_id': '10de', 'product_id': '20b5'},
+                      {'vendor_id': '8086', 'product_id': '154c', 'physical_network': 'physnet1'}],
+        'pci_aliases': [{'name': 'gpu', 'vendor_id': '10de', 'product_id': '20b5'},
+                        {'name': 'vf', 'vendor_id': '8086', 'product_id': '154c', 'device_type': 'type-VF'}],
+    }}}
+    path = tmp_path / 'inventory.yml'
+    path.write_text(yaml.safe_dump(inventory))
+    return path
+
+
+def playbook(tmp_path: Path, name: str, *options: str) -> subprocess.CompletedProcess:
+    # A jsonfile fact cache, as an operator running under --limit would keep one.
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(SRC_TREE), ANSIBLE_NOCOLOR='1', ANSIBLE_CACHE_PLUGIN='jsonfile',
+               ANSIBLE_CACHE_PLUGIN_CONNECTION=str(tmp_path / 'facts'))
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(tmp_path / 'inventory.yml'),
+                           str(PLAYBOOK.with_name(name)), *options], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return proc
+
+
+@pytest.fixture(scope='module')
+def report(conn, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp('fleet')
+    write_inventory(tmp_path)
+    proc = playbook(tmp_path, 'fleet.yml')
+    assert 'pci_fleet: 1 of 3 hosts have no pci_stats: h3' in proc.stdout + proc.stderr
+    return tmp_path / 'report'
+
+
+def test_under_limit_the_other_hosts_come_from_the_fact_cache(report):
+    playbook(report.parent, 'fleet_limit.yml', '--limit', 'h1')
+
+
+def test_the_fleet_report_counts_every_host(report):
+    result = json.loads((report / 'result.json').read_text())
+    fleet = result['fleet']['fleet']
+    assert [(h['name'], h['status']) for h in fleet['hosts']] == [('h1', 'ok'), ('h2', 'ok'), ('h3', 'missing')]
+    assert fleet['missing'] == ['h3']
+    # h1: 2 A100s (NUMA 0 and 1) + 4 X710 VFs tagged physnet1; h2: the same 4 VFs without tags
+    assert fleet['totals'] == {'count': 10, 'total': 10, 'allocated': 0, 'unavailable': 0}
+    assert [(p['product_id'], p['tags'], p['count'], p['hosts']) for p in fleet['pools']] == [
+        ('20b5', {}, 2, ['h1']), ('154c', {}, 4, ['h2']), ('154c', {'physical_network': 'physnet1'}, 4, ['h1'])]
+    # gpu:1,vf:2 fits only h1 (h2 has no GPU); the JMESPath query sums the VF pools
+    assert [c['host'] for c in result['fleet']['candidates']] == ['h1']
+    assert result['fleet']['candidates'][0]['devices'] == {'gpu': ['0000:3c:00.0'], 'vf': ['0000:3b:02.0', '0000:3b:02.1']}
+    assert result['fleet']['rejected'] == {'h2': 'gpu: 1 requested, 0 free', 'h3': 'its pci_stats are missing'}
+    assert result['fleet']['query_result'] == 8
+    assert result['fleet']['changed'] is True and result['again_changed'] is False
+    assert json.loads((report / 'fleet.json').read_text())['totals'] == fleet['totals']
+
+
+def test_the_page_shows_every_host_and_pool_and_requests_nothing(report):
+    fleet = json.loads((report / 'result.json').read_text())['fleet']['fleet']
+    url = (report / 'fleet.html').as_uri()
+    requests = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox'])
+        try:
+            page = browser.new_page()
+            page.on('request', lambda request: requests.append(request.url))
+            page.goto(url, wait_until='load')
+            page.wait_for_load_state('networkidle')
+            text = page.inner_text('body')
+            fleet_rows = page.locator('#fleet-pools tr').count() - 1
+            host_rows = {name: page.locator(f'#host-{name} + table tr').count() - 1 for name in ('h1', 'h2')}
+            missing = page.inner_text('#missing-h3')
+        finally:
+            browser.close()
+    assert requests == [url]
+    assert fleet_rows == len(fleet['pools']) == 3
+    assert host_rows == {'h1': 3, 'h2': 1}
+    assert 'h3: no pci_stats fact' in missing
+    for host in fleet['hosts'][:2]:
+        for pool in host['pools']:
+            assert f'{pool["vendor_id"]}:{pool["product_id"]}' in text
+            if pool['parent_addr']:
+                assert pool['parent_addr'] in text
+    assert 'physical_network=physnet1' in text
+    assert '3 hosts (1 without pci_stats), 3 pools: 10 free, 0 allocated, 0 unavailable, 10 whitelisted devices.' in text
