@@ -115,7 +115,7 @@ def _aggregate(hosts: list[tuple[str, Mapping[str, Any] | None]], bad: Mapping[s
                              'totals': {'count': count, 'total': total, 'allocated': allocated, 'unavailable': unavailable},
                              'pools': stats})
     pools = []
-    for key in sorted(merged_pools, key=lambda k: (k[0], k[1], k[2], tuple(map(str, k[3:])))):
+    for key in sorted(merged_pools, key=lambda k: tuple(map(str, k))):   # str: facts may hold any type
         merged = merged_pools[key]
         pools.append({'count': merged[0], 'total': merged[1], 'allocated': merged[2], 'unavailable': merged[3],
                       'vendor_id': key[0], 'product_id': key[1], 'dev_type': key[2], 'tags': dict(merged[5] or {}),
@@ -154,36 +154,47 @@ def candidates(fleet: Mapping[str, Any], request: list[AliasRequest], aliases: M
         if host['status'] != 'ok':
             rejected[host['name']] = 'its pci_stats are missing'
             continue
-        free = [0] * len(wanted)
-        relevant = []
-        for pool in host['pools']:
-            if not pool['count']:
-                continue
-            tags = pool.get('tags') or {}
-            key = (pool['vendor_id'], pool['product_id'], pool['dev_type'], tuple(sorted(tags.items())))
-            hit = matches.get(key)
-            if hit is None:
-                device = _PoolDevice(pool['vendor_id'], pool['product_id'], pool['dev_type'])
-                hit = matches[key] = tuple(aliases[item.alias].matches(device, tags) for item in wanted)
-            if any(hit):
-                relevant.append(pool)
-                for index, matched in enumerate(hit):
-                    if matched:
-                        free[index] += pool['count']
-        short = [f'{item.alias}: {item.count} requested, {count} free' for item, count in zip(wanted, free) if count < item.count]
-        if short:
-            rejected[host['name']] = '; '.join(short)
-            continue
-        trimmed = [dict(pool, free_addresses=(pool.get('free_addresses') or [])[:2 * needed]) for pool in relevant]
-        result = fit(request, aliases, candidates_from_pools(trimmed))
-        if not result.ok:
-            rejected[host['name']] = '; '.join(result.problems)
-            continue
-        fitting.append({'host': host['name'], 'hypervisor_hostname': host['hypervisor_hostname'],
-                        'free': {item.alias: count for item, count in zip(wanted, free)},
-                        'devices': {name: [str(a) for a in addresses] for name, addresses in result.devices.items()}})
+        try:
+            entry = _fit_host(host, request, aliases, wanted, needed, matches)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:   # facts this collection did not write
+            entry = f'its pci_stats cannot be fitted: {type(exc).__name__}: {exc}'
+        if isinstance(entry, str):
+            rejected[host['name']] = entry
+        else:
+            fitting.append(entry)
     fitting.sort(key=lambda entry: (-sum(entry['free'].values()), entry['host']))
     return fitting, rejected
+
+
+def _fit_host(host: Mapping[str, Any], request: list[AliasRequest], aliases: Mapping[str, Alias], wanted: list[AliasRequest],
+              needed: int, matches: dict[tuple, tuple[bool, ...]]) -> dict[str, Any] | str:
+    """The candidate entry of one host, or why the request does not fit there."""
+    free = [0] * len(wanted)
+    relevant = []
+    for pool in host['pools']:
+        if not pool['count']:
+            continue
+        tags = pool.get('tags') or {}
+        key = (pool['vendor_id'], pool['product_id'], pool['dev_type'], tuple(sorted(tags.items())))
+        hit = matches.get(key)
+        if hit is None:
+            device = _PoolDevice(pool['vendor_id'], pool['product_id'], pool['dev_type'])
+            hit = matches[key] = tuple(aliases[item.alias].matches(device, tags) for item in wanted)
+        if any(hit):
+            relevant.append(pool)
+            for index, matched in enumerate(hit):
+                if matched:
+                    free[index] += pool['count']
+    short = [f'{item.alias}: {item.count} requested, {count} free' for item, count in zip(wanted, free) if count < item.count]
+    if short:
+        return '; '.join(short)
+    trimmed = [dict(pool, free_addresses=(pool.get('free_addresses') or [])[:2 * needed]) for pool in relevant]
+    result = fit(request, aliases, candidates_from_pools(trimmed))
+    if not result.ok:
+        return '; '.join(result.problems)
+    return {'host': host['name'], 'hypervisor_hostname': host['hypervisor_hostname'],
+            'free': {item.alias: count for item, count in zip(wanted, free)},
+            'devices': {name: [str(a) for a in addresses] for name, addresses in result.devices.items()}}
 
 
 # -- the report page --------------------------------------------------------------------------------

@@ -129,3 +129,12 @@ def test_the_page_escapes_what_it_shows(tmp_path):
     run({'dest': str(tmp_path)}, hosts=['<b>x</b>'], hostvars=hostvars)
     page = (tmp_path / 'fleet.html').read_text()
     assert '<script>' not in page and '&lt;script&gt;' in page and '&lt;b&gt;x&lt;/b&gt;' in page
+
+
+def test_pools_with_unreadable_addresses_reject_that_host_only():
+    broken = pool('20b5', 'type-PCI', 1, base=0x3c)
+    broken['free_addresses'] = ['../../etc']
+    hostvars = dict(HOSTVARS, **{'compute-b': {'ansible_facts': {'pci_stats': [broken]}}})
+    result = run({'request': 'gpu:1', 'aliases': ALIASES}, hostvars=hostvars)
+    assert [c['host'] for c in result['candidates']] == ['compute-a']
+    assert result['rejected']['compute-b'].startswith("its pci_stats cannot be fitted: PciAddressError: invalid PCI address '../../etc'")
