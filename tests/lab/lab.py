@@ -355,6 +355,19 @@ def whitelist_absent(lab: Lab, inventory: Path) -> None:
             for name in HOSTS)
 
 
+def fleet(lab: Lab, inventory: Path) -> None:
+    """hypervisor_pci_stats on both hypervisors and pci_fleet on the controller, before and after a config-mode attach."""
+    out = WORK / 'out'
+    with lab.step('fleet report over lab1 and lab2, before and after a config-mode attach on lab1') as step:
+        playbook(lab, inventory, 'fleet.yml', lab_out=str(out))
+        parts = []
+        for phase in ('before', 'after'):
+            found = json.loads((out / f'fleet-{phase}.json').read_text(encoding='utf-8'))
+            hosts = ', '.join(f'{host["name"]} {host["totals"]["count"]} free/{host["totals"]["total"]}' for host in found['fleet']['hosts'])
+            parts.append(f'{phase}: {hosts}, nic:2 fits {[c["host"] for c in found["candidates"]]}')
+        step.detail = '; '.join(parts) + f'; pages in {out}/fleet-before, fleet-after'
+
+
 def selftest(lab: Lab) -> None:
     name = HOSTS[0]
     with lab.step(f'{name}: raw libvirt hot-plug self-test') as step:
@@ -473,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
             whitelist(lab, inventory)
             discover(lab, inventory, 'vfs', 'discover the VFs over SSH')
             whitelist_absent(lab, inventory)
+            fleet(lab, inventory)
             selftest(lab)
         except (LabError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:
             failure = str(exc)
