@@ -33,7 +33,7 @@ def _check_pools(stats: Any) -> str:
         missing = [key for key in _POOL_REQUIRED if key not in pool]
         if missing:
             return f'pci_stats[{index}] lacks {", ".join(missing)}'
-        if not all(type(pool[key]) is int for key in COUNTERS):
+        if not all(isinstance(pool[key], int) and not isinstance(pool[key], bool) for key in COUNTERS):
             return f'pci_stats[{index}]: {", ".join(COUNTERS)} must be whole numbers'
         tags = pool.get('tags')
         if tags is not None and not isinstance(tags, Mapping):
@@ -105,7 +105,7 @@ def _aggregate(hosts: list[tuple[str, Mapping[str, Any] | None]], bad: Mapping[s
                 merged[3] += pool_unavailable
         except (KeyError, TypeError, AttributeError, ValueError):
             raise _BadHost(name, _check_pools(stats)) from None
-        if type(count) is not int or type(total) is not int or type(allocated) is not int or type(unavailable) is not int:
+        if not (isinstance(count, int) and isinstance(total, int) and isinstance(allocated, int) and isinstance(unavailable, int)):
             raise _BadHost(name, _check_pools(stats))
         fleet_count += count
         fleet_total += total
@@ -214,6 +214,10 @@ def _esc(value: Any) -> str:
     return html.escape('' if value is None else str(value), quote=True)
 
 
+def _or_dash(value: Any) -> Any:
+    return '-' if value is None or value == '' else value
+
+
 def _tags_text(tags: Mapping[str, Any] | None) -> str:
     return ', '.join(f'{key}={value}' for key, value in sorted((tags or {}).items())) or '-'
 
@@ -273,7 +277,7 @@ def render_html(fleet: Mapping[str, Any], candidate_hosts: list[dict[str, Any]] 
         shown = f' ({_esc(host["hypervisor_hostname"])})' if host['hypervisor_hostname'] not in (None, name) else ''
         out.append(f'<h3 id="host-{_esc(name)}">{_esc(name)}{shown}: {host["totals"]["count"]} free of {host["totals"]["total"]}</h3>')
         out.append(f'<table class="host"><tr><th>vendor:product</th><th>type</th><th>NUMA</th><th>PF</th><th>tags</th>{_HEAD}</tr>')
-        out.extend(_pool_row(pool, f'<td>{_esc("-" if pool.get("numa_node") is None else pool["numa_node"])}</td><td>{_esc(pool.get("parent_addr") or "-")}</td>')
+        out.extend(_pool_row(pool, f'<td>{_esc(_or_dash(pool.get("numa_node")))}</td><td>{_esc(_or_dash(pool.get("parent_addr")))}</td>')
                    for pool in host['pools'])
         out.append('</table>')
     out.append('</body></html>\n')

@@ -14,7 +14,7 @@ from typing import Any
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate, _pciids
 from ansible_collections.passthrough.libvirt.plugins.module_utils._hostuse import HostUseReader
-from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import STATUSES, DeviceState, assess
+from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import DeviceState, assess
 from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import (
     Allocation,

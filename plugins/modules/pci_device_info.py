@@ -351,6 +351,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate, _inventory
 from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress, PciAddressError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._hoststate import HostStateError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import STATUSES
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import (
     DomainNotFound,
     LibvirtUnavailable,
@@ -367,7 +368,7 @@ def argument_spec() -> dict:
         vendor_id=dict(type='str'),
         product_id=dict(type='str'),
         dev_type=dict(type='str', choices=list(_inventory.DEV_TYPES)),
-        status=dict(type='str', choices=list(_inventory.STATUSES)),
+        status=dict(type='str', choices=list(STATUSES)),
         device_spec=dict(type='list', elements='dict'),
         pcie_link=dict(type='bool', default=False),
         require_libvirt=dict(type='bool', default=True),

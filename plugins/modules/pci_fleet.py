@@ -71,7 +71,7 @@ attributes:
     details: The task runs once for the play, however many hosts it targets.
   check_mode:
     support: full
-    details: Nothing is written; RV(changed) says whether the files would change.
+    details: Nothing is written; C(changed) says whether the files would change.
   diff_mode:
     support: none
   platform:

@@ -21,8 +21,8 @@ FACTS = st.one_of(st.none(), JSON, st.fixed_dictionaries({'pci_stats': st.one_of
 @settings(max_examples=300, deadline=None)
 @given(st.lists(FACTS, max_size=4))
 def test_any_facts_are_counted_or_listed_missing(bad_facts):
-    hosts = [('good', {'pci_stats': [GOOD]})] + [(f'h{index}', facts if isinstance(facts, dict) else None)
-                                                  for index, facts in enumerate(bad_facts)]
+    hosts = [('good', {'pci_stats': [GOOD]})]
+    hosts += [(f'h{index}', facts if isinstance(facts, dict) else None) for index, facts in enumerate(bad_facts)]
     fleet = aggregate(hosts)
     assert [host['name'] for host in fleet['hosts']] == [name for name, _facts in hosts]
     ok = [host for host in fleet['hosts'] if host['status'] == 'ok']

@@ -177,16 +177,16 @@ def test_pfs_only_when_the_alias_asks_for_them(devices):
 
 
 def test_a_vf_taken_excludes_its_pf(devices):
-    chosen, problems, _ = fitted(devices, X710, 'vf:1,pf:2')
+    chosen, problems, reserved = fitted(devices, X710, 'vf:1,pf:2')
     assert chosen == {'vf': ['0000:3b:02.0'], 'pf': []}
-    assert problems == ['pf: 2 requested, 1 free (1 excluded by a PF or VF taken for this request)']
+    assert problems == ['pf: 2 requested, 1 free (1 excluded by a PF or VF taken for this request)'] and reserved == []
     assert fitted(devices, X710, 'vf:1,pf:1')[:2] == ({'vf': ['0000:3b:02.0'], 'pf': ['0000:3b:00.1']}, [])
 
 
 def test_a_pf_taken_excludes_its_vfs(devices):
-    chosen, problems, _ = fitted(devices, X710, 'pf:2,vf:1')
+    chosen, problems, reserved = fitted(devices, X710, 'pf:2,vf:1')
     assert chosen == {'pf': ['0000:3b:00.0', '0000:3b:00.1'], 'vf': []}
-    assert problems == ['vf: 1 requested, 0 free (4 excluded by a PF or VF taken for this request)']
+    assert problems == ['vf: 1 requested, 0 free (4 excluded by a PF or VF taken for this request)'] and reserved == []
 
 
 def test_iommu_group_siblings_are_taken_together(devices):
@@ -216,8 +216,8 @@ def test_iommu_group_siblings_are_taken_together(devices):
 ])
 def test_numa_policies(devices, request_text, numa_nodes, sockets, chosen, problems):
     spec = A100 + [{'vendor_id': '14e4', 'product_id': '16d8'}]
-    result, found, _ = fitted(devices, spec, request_text, numa_nodes=numa_nodes, sockets=sockets)
-    assert list(result.values())[0] == chosen and found == problems
+    result, found, reserved = fitted(devices, spec, request_text, numa_nodes=numa_nodes, sockets=sockets)
+    assert list(result.values())[0] == chosen and found == problems and reserved == []
 
 
 def test_the_choice_is_deterministic(devices):
@@ -248,7 +248,7 @@ def test_numa_sockets_from_sysfs(tmp_path):
         (root / f'devices/system/node/node{node}').mkdir(parents=True)
         (root / f'devices/system/node/node{node}/cpulist').write_text(cpus + '\n')
         if cpus:
-            first = int(cpus.split('-')[0])
+            first = int(cpus.split('-', maxsplit=1)[0])
             (root / f'devices/system/cpu/cpu{first}/topology').mkdir(parents=True)
             (root / f'devices/system/cpu/cpu{first}/topology/physical_package_id').write_text(f'{package}\n')
     assert Sysfs(str(root)).numa_sockets() == {0: 0, 1: 0, 2: 1}      # node 3 has memory only
