@@ -199,3 +199,154 @@ def find_domain(domains: list[DomainInfo], name_or_uuid: str) -> DomainInfo:
         if info.name == wanted or info.uuid.lower() == wanted.lower():
             return info
     raise DomainNotFound(f'domain {name_or_uuid!r} does not exist (no domain has that name or UUID)')
+
+
+# -- the write side: attach, detach, metadata, device-removed events ----------------------------------
+
+METADATA_URI = 'urn:passthrough-libvirt:attachments:1'
+METADATA_KEY = 'ptlv'
+
+
+class LibvirtCallFailed(Exception):
+    """A libvirt call that changes a domain failed; the message is libvirt's."""
+
+
+def hostdev_xml(address: PciAddress, attachment_id: str) -> str:
+    """A managed PCI hostdev with this collection's user alias. ``address`` is a parsed PciAddress."""
+    return (f"<hostdev mode='subsystem' type='pci' managed='yes'><source>"
+            f"<address domain='0x{address.domain:04x}' bus='0x{address.bus:02x}' slot='0x{address.slot:02x}' "
+            f"function='0x{address.function:x}'/></source><alias name='{ALIAS_PREFIX}{attachment_id}'/></hostdev>")
+
+
+def metadata_xml(records: list[dict[str, str | None]]) -> str:
+    """``records``: [{id, alias, address}] in attach order."""
+    root = ET.Element('attachments')
+    for record in records:
+        element = ET.SubElement(root, 'attachment', id=str(record['id']), address=str(record['address']))
+        if record.get('alias'):
+            element.set('alias', str(record['alias']))
+    return ET.tostring(root, encoding='unicode')
+
+
+def parse_metadata(xml: str | None) -> list[dict[str, str | None]]:
+    if not xml:
+        return []
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return []
+    return [{'id': e.get('id'), 'alias': e.get('alias'), 'address': e.get('address')}
+            for e in root.iterfind('attachment') if e.get('id')]
+
+
+def numa_nodes(xml: str) -> set[int] | None:
+    """The host NUMA nodes a domain's memory is bound to (``<numatune><memory nodeset=...>``); None without."""
+    memory = ET.fromstring(xml).find('numatune/memory')
+    nodeset = memory.get('nodeset') if memory is not None else None
+    if not nodeset:
+        return None
+    nodes: set[int] = set()
+    for part in nodeset.split(','):
+        part = part.strip()
+        if part.startswith('^'):
+            nodes.discard(int(part[1:]))
+        elif '-' in part:
+            low, high = part.split('-', 1)
+            nodes.update(range(int(low), int(high) + 1))
+        elif part:
+            nodes.add(int(part))
+    return nodes
+
+
+class EventLoop:
+    """libvirt's default event loop in a daemon thread; must be started before a connection is opened."""
+
+    _started = False
+
+    @classmethod
+    def start(cls) -> None:
+        if cls._started or libvirt is None:
+            return
+        import threading
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name='libvirt-events', daemon=True).start()
+        cls._started = True
+
+
+class DomainHandle:
+    """One domain, opened read-write: its XML, device attach/detach and our metadata."""
+
+    def __init__(self, conn: Libvirt, name_or_uuid: str) -> None:
+        self.conn = conn
+        info = find_domain(conn.domains(), name_or_uuid)
+        try:
+            self.dom = conn.conn.lookupByUUIDString(info.uuid)
+        except libvirt.libvirtError as exc:
+            raise DomainNotFound(f'domain {name_or_uuid!r}: {exc.get_error_message()}') from None
+        self.uuid, self.name = info.uuid, info.name
+        self.removed: dict[str, str] = {}       # alias -> 'removed' | 'failed', from events
+
+    def active(self) -> bool:
+        return bool(self.dom.isActive())
+
+    def persistent(self) -> bool:
+        return bool(self.dom.isPersistent())
+
+    def xml(self, inactive: bool = False) -> str:
+        return self.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
+
+    @staticmethod
+    def flags(live: bool, config: bool) -> int:
+        return (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0) | (libvirt.VIR_DOMAIN_AFFECT_CONFIG if config else 0)
+
+    def attach(self, xml: str, live: bool, config: bool) -> None:
+        try:
+            self.dom.attachDeviceFlags(xml, self.flags(live, config))
+        except libvirt.libvirtError as exc:
+            raise LibvirtCallFailed(exc.get_error_message()) from None
+
+    def detach(self, alias: str, live: bool, config: bool) -> None:
+        try:
+            self.dom.detachDeviceAlias(alias, self.flags(live, config))
+        except libvirt.libvirtError as exc:
+            raise LibvirtCallFailed(exc.get_error_message()) from None
+
+    def metadata(self, live: bool) -> list[dict[str, str | None]]:
+        try:
+            xml = self.dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_URI,
+                                    libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        except libvirt.libvirtError:
+            return []          # no metadata of ours yet
+        return parse_metadata(xml)
+
+    def set_metadata(self, records: list[dict[str, str | None]], live: bool, config: bool) -> None:
+        try:
+            self.dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata_xml(records) if records else None,
+                                 METADATA_KEY, METADATA_URI, self.flags(live, config))
+        except libvirt.libvirtError as exc:
+            raise LibvirtCallFailed(f'cannot write the attachments metadata: {exc.get_error_message()}') from None
+
+    def watch_removals(self) -> int:
+        """Record device-removed and removal-failed events of this domain (needs EventLoop started)."""
+        def removed(_conn, dom, alias, _opaque):
+            if dom.UUIDString() == self.uuid:
+                self.removed[alias] = 'removed'
+
+        def failed(_conn, dom, alias, _opaque):
+            if dom.UUIDString() == self.uuid:
+                self.removed[alias] = 'failed'
+
+        ids = [self.conn.conn.domainEventRegisterAny(self.dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, removed, None)]
+        failed_id = getattr(libvirt, 'VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED', None)
+        if failed_id is not None:
+            ids.append(self.conn.conn.domainEventRegisterAny(self.dom, failed_id, failed, None))
+        self._event_ids = ids
+        return len(ids)
+
+    def live_aliases(self) -> set[str]:
+        return {h.alias for h in parse_hostdevs(self.xml()) if h.alias}

@@ -1,0 +1,205 @@
+#!/usr/bin/python
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: pci_attachment
+short_description: Attach PCI devices to a libvirt domain by alias and count, and detach them
+version_added: 0.1.0
+description:
+  - Gives a libvirt domain PCI devices from the host's whitelist, chosen by alias and count (C("a1:2,b1:1")) or
+    named by address, and takes them back - live, in the persistent configuration, or both.
+  - O(state=present) is declarative per alias - the domain ends with exactly C(count) devices of each alias named;
+    a second identical run changes nothing, a larger count adds the difference, a smaller one removes the
+    surplus, most recently attached first. Aliases not named are left alone.
+  - Devices are chosen from the free whitelisted devices (see M(passthrough.libvirt.hypervisor_pci_stats)) - PFs
+    only when an alias asks for them, a PF and its VFs never together, IOMMU groups whole, and the alias's NUMA
+    policy against the domain's C(<numatune>) nodes when it has them. The same inputs choose the same devices.
+  - Each device is a C(<hostdev mode='subsystem' type='pci' managed='yes'>) with the user alias
+    C(ua-pci-<attachment id>); the request's alias name is kept in the domain's C(<metadata>) under the
+    collection's namespace C(urn:passthrough-libvirt:attachments:1).
+  - Atomic - if any device of a run fails to attach, every device the run attached is detached again and the
+    message says so (or exactly what was left). A host lock serialises runs, so two jobs at once never get the
+    same device.
+  - A live detach is confirmed by libvirt's device-removed event or by the device leaving the live XML; when
+    neither comes within O(timeout) the module fails with "still attached", and the device stays reported.
+author:
+  - passthrough.libvirt contributors (@passthrough-libvirt)
+extends_documentation_fragment:
+  - passthrough.libvirt.common
+  - passthrough.libvirt.common.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports the devices it would attach (without attachment ids) and detach; changes nothing.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  domain:
+    description: The libvirt domain, by name or UUID.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) - the domain ends with exactly the requested devices of each alias named, or holds every one of
+        O(addresses).
+      - V(absent) - detach O(attachment_ids), or O(addresses), or up to C(count) devices of each alias of O(request)
+        (most recently attached first).
+      - V(query) - change nothing, report the domain's devices.
+    type: str
+    choices: [present, absent, query]
+    default: present
+  request:
+    description:
+      - C("alias:count[,alias:count]") or a list of C({alias, count}); needs O(aliases).
+    type: raw
+  aliases:
+    description:
+      - Nova-style aliases (C(name), C(vendor_id), C(product_id), C(device_type), C(numa_policy), C(tags)); the
+        collection's C(docs/whitelist.md) describes them.
+    type: list
+    elements: dict
+  addresses:
+    description:
+      - PCI addresses to attach (O(state=present)) or detach (O(state=absent)). Each must be whitelisted and free to
+        be attached.
+    type: list
+    elements: str
+  attachment_ids:
+    description: With O(state=absent), the attachment ids to detach.
+    type: list
+    elements: str
+  live:
+    description:
+      - Change the running domain. Defaults to V(true) when the domain runs; V(true) on a shut-off domain is an error.
+    type: bool
+  persistent:
+    description:
+      - Change the persistent configuration. Defaults to V(true) when the domain is defined; V(true) on a transient
+        domain is an error.
+    type: bool
+  timeout:
+    description: Seconds to wait for the guest to release a device on a live detach.
+    type: float
+    default: 30
+  device_spec:
+    description:
+      - The whitelist to choose from, in place of the one stored on the host by M(passthrough.libvirt.pci_whitelist).
+    type: list
+    elements: dict
+seealso:
+  - module: passthrough.libvirt.hypervisor_pci_stats
+  - module: passthrough.libvirt.pci_device_info
+'''
+
+EXAMPLES = r'''
+- name: Two A100s and one VF on physnet1 for web01
+  passthrough.libvirt.pci_attachment:
+    domain: web01
+    request: "a100:2,vf-physnet1:1"
+    aliases:
+      - {name: a100, vendor_id: "10de", product_id: "20b5", numa_policy: preferred}
+      - {name: vf-physnet1, vendor_id: "8086", product_id: "154c", device_type: type-VF, tags: {physical_network: physnet1}}
+  register: attached
+
+- name: Take one device back by its attachment id
+  passthrough.libvirt.pci_attachment:
+    domain: web01
+    state: absent
+    attachment_ids: ["{{ attached.attached[0].attachment_id }}"]
+'''
+
+RETURN = r'''
+pci_devices:
+  description: The domain's PCI devices after the run, in the shape of Nova's C(os-pci) attachments.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    attachment_id:
+      description: The attachment's id; V(null) for a device this collection did not attach.
+      type: str
+    serverId:
+      description: The domain's UUID.
+      type: str
+    dev_id:
+      description: C(pci_<domain>_<bus>_<slot>_<function>).
+      type: str
+    address:
+      description: The host PCI address.
+      type: str
+    inner_address:
+      description: The guest-side PCI address libvirt assigned; V(null) when the domain does not run.
+      type: str
+    vendor_id:
+      description: Vendor id from the host's sysfs.
+      type: str
+    product_id:
+      description: Product id from the host's sysfs.
+      type: str
+    alias:
+      description: The request's alias the device serves; V(null) when attached by address or by someone else.
+      type: str
+attached:
+  description: The devices this run attached (in check mode, would attach), each C(attachment_id), C(address), C(alias).
+  returned: success
+  type: list
+  elements: dict
+detached:
+  description: The devices this run detached (in check mode, would detach).
+  returned: success
+  type: list
+  elements: dict
+domain:
+  description: C(name) and C(uuid) of the domain.
+  returned: success
+  type: dict
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate
+from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import AttachmentError, AttachmentFailed, AttachmentRun
+from ansible_collections.passthrough.libvirt.plugins.module_utils._hoststate import HostStateError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import DomainNotFound, LibvirtUnavailable
+from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsError
+
+
+def argument_spec() -> dict:
+    return dict(
+        domain=dict(type='str', required=True),
+        state=dict(type='str', choices=['present', 'absent', 'query'], default='present'),
+        request=dict(type='raw'),
+        aliases=dict(type='list', elements='dict'),
+        addresses=dict(type='list', elements='str'),
+        attachment_ids=dict(type='list', elements='str'),
+        live=dict(type='bool'),
+        persistent=dict(type='bool'),
+        timeout=dict(type='float', default=30),
+        device_spec=dict(type='list', elements='dict'),
+        uri=dict(type='str', default='qemu:///system'),
+        sysfs_root=dict(type='path', default='/sys'),
+        config_path=dict(type='path', default=_hoststate.DEFAULT_CONFIG_PATH),
+    )
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    try:
+        result = AttachmentRun(module.params, module.check_mode).run()
+    except DomainNotFound as exc:
+        module.fail_json(msg=f'domain: {exc}')
+    except (AttachmentError, AttachmentFailed, SpecError, SysfsError, HostStateError, LibvirtUnavailable) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

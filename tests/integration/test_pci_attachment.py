@@ -1,0 +1,213 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""pci_attachment against the real libvirtd, in config mode on defined `pcitest-` domains.
+
+The devices come from the dual-socket fixture tree: libvirt accepts their addresses in a
+persistent configuration (it checks the host device only when the domain starts), so nothing on
+this machine is touched.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import pytest
+
+from ansible_collections.passthrough.libvirt.tests import sysfs_tree
+from ansible_collections.passthrough.libvirt.tests.conftest import run_module_process
+
+libvirt = pytest.importorskip('libvirt')
+
+VFS = ['0000:3b:02.0', '0000:3b:02.1', '0000:3b:02.2', '0000:3b:02.3']
+ALIASES = [{'name': 'vf', 'vendor_id': '8086', 'product_id': '154c', 'device_type': 'type-VF'},
+           {'name': 'gpu', 'vendor_id': '10de', 'product_id': '20b5'}]
+SPEC = [{'vendor_id': '8086', 'product_id': '154c', 'physical_network': 'physnet1'}, {'vendor_id': '10de', 'product_id': '20b5'}]
+
+
+@pytest.fixture
+def host(tmp_path):
+    sysfs_tree.dual_socket_server(tmp_path / 'sys')
+    return {'sysfs_root': str(tmp_path / 'sys'), 'config_path': str(tmp_path / 'etc' / 'state.json'), 'device_spec': SPEC}
+
+
+def attach(tmp_path, host, domain, **args):
+    return run_module_process('pci_attachment', dict(host, domain=domain, **args), tmp_path)
+
+
+def config_hostdevs(dom):
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import parse_hostdevs
+    return sorted(str(h.address) for h in parse_hostdevs(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+
+
+def test_attach_by_alias_is_declarative(tmp_path, host, define_domain):
+    dom = define_domain()
+    first = attach(tmp_path, host, dom.name(), request='vf:2', aliases=ALIASES)
+    assert first.rc == 0, first.msg
+    assert first.result['changed'] is True
+    assert [a['address'] for a in first.result['attached']] == VFS[:2]
+    assert config_hostdevs(dom) == VFS[:2]
+    devices = first.result['pci_devices']
+    assert [(d['address'], d['alias'], d['vendor_id'], d['product_id'], d['serverId']) for d in devices] == [
+        (VFS[0], 'vf', '8086', '154c', dom.UUIDString()), (VFS[1], 'vf', '8086', '154c', dom.UUIDString())]
+    assert all(d['attachment_id'] and d['dev_id'].startswith('pci_0000_3b_02_') for d in devices)
+
+    again = attach(tmp_path, host, dom.name(), request='vf:2', aliases=ALIASES)
+    assert again.rc == 0 and again.result['changed'] is False and again.result['attached'] == []
+    assert again.result['pci_devices'] == devices                     # metadata round-trips: ids and aliases
+
+    grown = attach(tmp_path, host, dom.name(), request='vf:3,gpu:1', aliases=ALIASES)
+    assert [(a['address'], a['alias']) for a in grown.result['attached']] == [(VFS[2], 'vf'), ('0000:3c:00.0', 'gpu')]
+    assert config_hostdevs(dom) == VFS[:3] + ['0000:3c:00.0']
+
+    shrunk = attach(tmp_path, host, dom.name(), request='vf:1', aliases=ALIASES)
+    # most recently attached first: 02.2, then 02.1; the GPU (alias not named) stays
+    assert [d['address'] for d in shrunk.result['detached']] == [VFS[2], VFS[1]]
+    assert config_hostdevs(dom) == [VFS[0], '0000:3c:00.0']
+
+
+def test_detach_by_attachment_id_address_and_alias(tmp_path, host, define_domain):
+    dom = define_domain()
+    run = attach(tmp_path, host, dom.name(), request='vf:3,gpu:1', aliases=ALIASES)
+    ids = {d['address']: d['attachment_id'] for d in run.result['pci_devices']}
+    by_id = attach(tmp_path, host, dom.name(), state='absent', attachment_ids=[ids[VFS[1]]])
+    assert [d['address'] for d in by_id.result['detached']] == [VFS[1]]
+    by_address = attach(tmp_path, host, dom.name(), state='absent', addresses=['0000:3c:00.0'])
+    assert [d['address'] for d in by_address.result['detached']] == ['0000:3c:00.0']
+    by_alias = attach(tmp_path, host, dom.name(), state='absent', request='vf:5', aliases=ALIASES)
+    assert sorted(d['address'] for d in by_alias.result['detached']) == [VFS[0], VFS[2]]
+    assert config_hostdevs(dom) == []
+    assert attach(tmp_path, host, dom.name(), state='absent', request='vf:5', aliases=ALIASES).result['changed'] is False
+    missing = attach(tmp_path, host, dom.name(), state='absent', attachment_ids=[ids[VFS[1]]])
+    assert missing.rc == 1 and missing.msg == f"attachment_ids[0]: {ids[VFS[1]]} is not attached to domain '{dom.name()}'"
+
+
+def test_check_mode_changes_nothing(tmp_path, host, define_domain):
+    dom = define_domain()
+    args = dict(host, domain=dom.name(), request='vf:2', aliases=ALIASES, _ansible_check_mode=True)
+    checked = run_module_process('pci_attachment', args, tmp_path)
+    assert checked.rc == 0, checked.msg
+    assert checked.result['changed'] is True
+    assert [a['address'] for a in checked.result['attached']] == VFS[:2]
+    assert config_hostdevs(dom) == []
+
+
+def test_a_device_held_by_one_domain_is_never_given_to_another(tmp_path, host, define_domain):
+    a, b = define_domain(), define_domain()
+    attach(tmp_path, host, a.name(), request='gpu:1', aliases=ALIASES)
+    second = attach(tmp_path, host, b.name(), request='gpu:1', aliases=ALIASES)
+    assert second.result['attached'][0]['address'] == '0000:86:00.0'
+    third = attach(tmp_path, host, b.name(), request='gpu:2', aliases=ALIASES)
+    assert third.rc == 1 and third.msg == 'request: not enough free devices on this host: gpu: 1 requested, 0 free'
+    taken = attach(tmp_path, host, b.name(), addresses=['0000:3c:00.0'])
+    assert taken.rc == 1 and taken.msg == f"addresses[0]: 0000:3c:00.0 cannot be attached: it is allocated to domain {a.name()}"
+    assert config_hostdevs(a) == ['0000:3c:00.0'] and config_hostdevs(b) == ['0000:86:00.0']
+
+
+@pytest.mark.parametrize('args, message', [
+    ({'domain': 'pcitest-nonexistent', 'request': 'vf:1', 'aliases': ALIASES},
+     "domain: domain 'pcitest-nonexistent' does not exist (no domain has that name or UUID)"),
+    ({'request': 'tpu:1', 'aliases': ALIASES}, "request: 'tpu:1' names unknown alias 'tpu' (known: gpu, vf)"),
+    ({'request': 'vf:x', 'aliases': ALIASES}, "request: count 'x' in 'vf:x' is not a whole number"),
+    ({'request': 'vf:1'}, 'request: needs aliases to say what each alias name means'),
+    ({'request': 'vf:9', 'aliases': ALIASES}, 'request: not enough free devices on this host: vf: 9 requested, 4 free'),
+    ({'addresses': ['0000:19:00.0']}, 'addresses[0]: 0000:19:00.0 cannot be attached: it is not in the whitelist'),
+    ({'addresses': ['../etc']}, "addresses[0]: invalid PCI address '../etc'"),
+    ({'addresses': ['0000:3b:02.0'], 'live': True}, "live: true, but domain '{name}' is shut off"),
+    ({'state': 'absent', 'attachment_ids': ['nope']}, "attachment_ids[0]: 'nope' is not an attachment id (a UUID)"),
+    ({'request': 'vf:1', 'aliases': ALIASES, 'addresses': ['0000:3b:02.0']},
+     'state=present needs exactly one of request (with aliases) or addresses'),
+])
+def test_bad_input_is_one_clear_message_and_changes_nothing(tmp_path, host, define_domain, args, message):
+    dom = define_domain()
+    run = attach(tmp_path, host, args.pop('domain', dom.name()), **args)
+    assert run.rc == 1 and run.msg.startswith(message.format(name=dom.name())), run.msg
+    assert 'Traceback' not in run.stderr and config_hostdevs(dom) == []
+
+
+def test_a_transient_domain_has_no_persistent_configuration(tmp_path, host, conn):
+    from ansible_collections.passthrough.libvirt.tests.integration.domains import domain_xml
+    name = f'pcitest-transient-{os.getpid()}'
+    try:
+        dom = conn.createXML(domain_xml(name), 0)
+    except libvirt.libvirtError:
+        dom = conn.createXML(domain_xml(name, dom_type='qemu'), 0)
+    try:
+        run = attach(tmp_path, host, name, addresses=['0000:3b:02.0'], persistent=True)
+        assert run.rc == 1 and run.msg == f"persistent: true, but domain '{name}' is transient (it has no persistent configuration)"
+    finally:
+        dom.destroy()
+
+
+def test_live_attach_refused_by_libvirt_is_rolled_back(tmp_path, host, define_domain):
+    """A running KVM domain: libvirt refuses the live hostdev here (no IOMMU, no such host device)."""
+    dom = define_domain(start=True)
+    run = attach(tmp_path, host, dom.name(), request='vf:2', aliases=ALIASES)
+    assert run.rc == 1
+    assert run.msg.startswith(f'{VFS[0]} (alias vf): attach failed: ')
+    assert run.msg.endswith('rolled back the 0 device(s) this run attached; nothing was left behind')
+    assert config_hostdevs(dom) == [] and '<hostdev' not in dom.XMLDesc(0)
+
+
+# a1: the 4 X710 VFs or the 2 A100s (entries with one name are OR-ed)
+A1 = [{'name': 'a1', 'vendor_id': '8086', 'product_id': '154c'}, {'name': 'a1', 'vendor_id': '10de', 'product_id': '20b5'}]
+
+
+def _concurrent(args):
+    tmp, host, name = args
+    run = run_module_process('pci_attachment', dict(host, domain=name, request='a1:1', aliases=A1), tmp)
+    return run.rc, run.msg, [a['address'] for a in run.result.get('attached', [])]
+
+
+def test_eight_jobs_at_once_five_free_devices(tmp_path, host, define_domain, conn):
+    # 6 devices match a1; one A100 is taken by another domain first, so 5 are free
+    holder = define_domain()
+    assert attach(tmp_path, host, holder.name(), addresses=['0000:86:00.0']).rc == 0
+    domains = [define_domain().name() for _number in range(8)]
+    jobs = []
+    for index, name in enumerate(domains):
+        job_tmp = tmp_path / f'job{index}'
+        job_tmp.mkdir()
+        jobs.append((job_tmp, host, name))
+    with multiprocessing.get_context('spawn').Pool(8) as pool:
+        results = pool.map(_concurrent, jobs)
+    ok = [r for r in results if r[0] == 0]
+    failed = [r for r in results if r[0] != 0]
+    given = [address for r in ok for address in r[2]]
+    assert len(given) == len(set(given))
+    assert len(ok) == 5 and len(failed) == 3, results
+    assert all(r[1] == 'request: not enough free devices on this host: a1: 1 requested, 0 free' for r in failed), failed
+    assert sorted(given) == sorted(VFS + ['0000:3c:00.0'])
+    # and libvirt agrees: no device is in two domains' configurations
+    everywhere = [address for name in domains + [holder.name()] for address in config_hostdevs(conn.lookupByName(name))]
+    assert len(everywhere) == len(set(everywhere)) == 6
+
+
+def test_a_failure_on_the_second_device_rolls_back_the_first(tmp_path, host, define_domain):
+    """Test double: the real DomainHandle, except that its second attach call fails as libvirt would.
+    A real daemon cannot be made to fail the second of two config-mode attaches on demand."""
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import AttachmentFailed, AttachmentRun
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import DomainHandle, LibvirtCallFailed
+
+    class SecondAttachFails(DomainHandle):
+        calls = 0
+
+        def attach(self, xml, live, config):
+            type(self).calls += 1
+            if type(self).calls == 2:
+                raise LibvirtCallFailed('internal error: injected failure of the second attach')
+            super().attach(xml, live, config)
+
+    dom = define_domain()
+    params = dict(host, domain=dom.name(), state='present', request='vf:2', aliases=ALIASES, addresses=None,
+                  attachment_ids=None, live=None, persistent=None, timeout=5.0, uri='qemu:///system')
+    with pytest.raises(AttachmentFailed) as info:
+        AttachmentRun(params, False, open_domain=SecondAttachFails).run()
+    assert str(info.value) == (f'{VFS[1]} (alias vf): attach failed: internal error: injected failure of the second attach; '
+                               'rolled back the 1 device(s) this run attached; nothing was left behind')
+    assert SecondAttachFails.calls == 2
+    assert config_hostdevs(dom) == []
+    # and the host is as it was: the same request now succeeds with the same devices
+    done = AttachmentRun(params, False).run()
+    assert [a['address'] for a in done['attached']] == VFS[:2]
