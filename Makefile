@@ -23,12 +23,12 @@ LAB_PACKAGES := $(DEMO_PACKAGES) debootstrap qemu-system-x86 qemu-utils e2fsprog
 export ANSIBLE_CALLBACK_RESULT_FORMAT := yaml
 export ANSIBLE_NOCOWS := 1
 
-.PHONY: help demo test sanity units integration bench bench-fleet lab lab-down system-demo system-test system-lab venv src-tree collection libvirtd clean
+.PHONY: help demo test sanity units integration bench bench-fleet bench-attach lab lab-down system-demo system-test system-lab venv src-tree collection libvirtd clean
 
 help:
 	@echo "make demo   - install what is needed, then inventory this host's PCI devices (table + ./pci-report/)"
 	@echo "make test   - install what is needed, start libvirtd if none answers, run sanity, unit and integration tests"
-	@echo "make bench  - discovery and fleet benchmarks (bench/discovery, bench/fleet; make bench-fleet for the second)"
+	@echo "make bench  - discovery, fleet and attach benchmarks (bench/; make bench-fleet, make bench-attach for one)"
 	@echo "make lab    - the nested VFIO lab: two hypervisor VMs with a virtual IOMMU, scenario over SSH (docs/lab.md)"
 	@echo "make lab-down - stop lab VMs left running"
 	@echo "make clean  - remove .venv, .build and pci-report"
@@ -93,9 +93,14 @@ test: system-test venv src-tree sanity units integration
 bench: system-test venv src-tree
 	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/discovery
 	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/fleet
+	$(MAKE) --no-print-directory bench-attach
 
 bench-fleet: venv src-tree
 	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/fleet
+
+# Needs root and libvirtd (a real domain, config-mode attach and detach).
+bench-attach: system-test venv src-tree libvirtd
+	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/attach
 
 # Not part of `make test`: it takes minutes and needs root (debootstrap).
 lab: system-lab venv collection

@@ -216,6 +216,16 @@ class AttachmentRun:
                 plan.detach.extend([a for a in ours if a.alias == item.alias][::-1][:item.count])
             return plan
 
+        additions = []
+        for item in request or ():
+            have = [a for a in ours if a.alias == item.alias]
+            if item.count > len(have):
+                additions.append(AliasRequest(item.alias, item.count - len(have)))
+            elif item.count < len(have):
+                plan.detach.extend(have[::-1][:len(have) - item.count])
+        if not additions and addresses is None:
+            return plan        # nothing to choose: no need to read the host's devices
+
         devices = {device.address: device for device in sysfs.read_devices()}
         allocations = domain_allocations(conn.domains())
         states = assess(devices, whitelist, allocations, for_domain=dom.uuid)
@@ -239,13 +249,6 @@ class AttachmentRun:
                 raise AttachmentError(f'addresses[{index}]: {address} cannot be attached: {why}')
             return plan
 
-        additions = []
-        for item in request:
-            have = [a for a in ours if a.alias == item.alias]
-            if item.count > len(have):
-                additions.append(AliasRequest(item.alias, item.count - len(have)))
-            elif item.count < len(have):
-                plan.detach.extend(have[::-1][:len(have) - item.count])
         if additions:
             nodes = numa_nodes(dom.xml(inactive=not dom.active()))
             result = fit(additions, aliases, candidates(states), numa_nodes=nodes, sockets=sysfs.numa_sockets())
@@ -294,8 +297,11 @@ class AttachmentRun:
                 left.append(str(exc))
         return left
 
-    def _remove(self, dom: Any, item: Attached, live: bool, config: bool) -> str | None:
-        """Detach one device: live first (confirmed), then the persistent configuration. None when done."""
+    def _remove(self, dom: Any, item: Attached, live: bool, config: bool, in_config: set[str] | None = None) -> str | None:
+        """Detach one device: live first (confirmed), then the persistent configuration. None when done.
+
+        ``in_config``: the aliases in the persistent configuration, when the caller has read them.
+        """
         timeout = float(self.params.get('timeout') or 30)
         if live and item.libvirt_alias in dom.live_aliases():
             try:
@@ -307,7 +313,9 @@ class AttachmentRun:
                 return 'the guest refused the unplug (device-removal-failed); still attached'
             if outcome == 'timeout':
                 return f'still attached: the guest did not release it within {timeout:g} s'
-        if config and item.libvirt_alias in {h.alias for h in parse_hostdevs(dom.xml(inactive=True))}:
+        if in_config is None and config:
+            in_config = {h.alias for h in parse_hostdevs(dom.xml(inactive=True))}
+        if config and item.libvirt_alias in in_config:
             try:
                 dom.detach(item.libvirt_alias, False, True)
             except LibvirtCallFailed as exc:
@@ -335,8 +343,9 @@ class AttachmentRun:
         if live and dom.active() and hasattr(dom, 'watch_removals'):
             dom.watch_removals()
         done = []
+        in_config = {h.alias for h in parse_hostdevs(dom.xml(inactive=True))} if config else set()
         for item in plan.detach:
-            problem = self._remove(dom, item, live, config)
+            problem = self._remove(dom, item, live, config, in_config)
             if problem:
                 undone = self._undo(dom, attached, live, config) if attached else []
                 try:
