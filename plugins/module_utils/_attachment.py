@@ -83,6 +83,7 @@ class AttachmentRun:
         self.params = params
         self.check_mode = check_mode
         self.open_domain = open_domain or DomainHandle
+        self.confirmed: dict[str, str] = {}   # attachment id -> how its removal was confirmed
 
     # -- input -----------------------------------------------------------------------------------
     def _parse(self) -> tuple[dict, list | None, list[PciAddress] | None, list[str] | None]:
@@ -183,7 +184,8 @@ class AttachmentRun:
                                         [d.record() for d in plan.detach], changed=bool(plan.attach or plan.detach))
                 attached = self._attach(dom, plan, live, config)
                 detached = self._detach(dom, plan, attached, live, config)
-            return self._result(dom, sysfs, [a.record() for a in attached], [d.record() for d in detached], changed=True)
+            return self._result(dom, sysfs, [a.record() for a in attached],
+                                [dict(d.record(), confirmed_by=self.confirmed.get(d.attachment_id)) for d in detached], changed=True)
         finally:
             conn.close()
 
@@ -313,6 +315,9 @@ class AttachmentRun:
                 return 'the guest refused the unplug (device-removal-failed); still attached'
             if outcome == 'timeout':
                 return f'still attached: the guest did not release it within {timeout:g} s'
+            self.confirmed[item.attachment_id] = 'device-removed event' if outcome == 'event' else 'gone from the live XML'
+        else:
+            self.confirmed[item.attachment_id] = 'persistent configuration'
         if in_config is None and config:
             in_config = {h.alias for h in parse_hostdevs(dom.xml(inactive=True))}
         if config and item.libvirt_alias in in_config:

@@ -246,15 +246,18 @@ def numa_nodes(xml: str) -> set[int] | None:
     if not nodeset:
         return None
     nodes: set[int] = set()
-    for part in nodeset.split(','):
-        part = part.strip()
-        if part.startswith('^'):
-            nodes.discard(int(part[1:]))
-        elif '-' in part:
-            low, high = part.split('-', 1)
-            nodes.update(range(int(low), int(high) + 1))
-        elif part:
-            nodes.add(int(part))
+    try:
+        for part in nodeset.split(','):
+            part = part.strip()
+            if part.startswith('^'):
+                nodes.discard(int(part[1:]))
+            elif '-' in part:
+                low, high = part.split('-', 1)
+                nodes.update(range(int(low), int(high) + 1))
+            elif part:
+                nodes.add(int(part))
+    except ValueError:
+        return None        # libvirt validates nodesets; an unreadable one means no placement to honour
     return nodes
 
 

@@ -135,7 +135,9 @@ pci_devices:
       description: The host PCI address.
       type: str
     inner_address:
-      description: The guest-side PCI address libvirt assigned; V(null) when the domain does not run.
+      description:
+        - The guest-side PCI address libvirt assigned - from the live definition when the domain runs, else from the
+          persistent one (libvirt assigns addresses there too). V(null) when it has assigned none.
       type: str
     vendor_id:
       description: Vendor id from the host's sysfs.
@@ -152,7 +154,10 @@ attached:
   type: list
   elements: dict
 detached:
-  description: The devices this run detached (in check mode, would detach).
+  description:
+    - The devices this run detached (in check mode, would detach), each C(attachment_id), C(address), C(alias) and
+      C(confirmed_by) - C(device-removed event) or C(gone from the live XML) for a live detach, C(persistent
+      configuration) for a configuration-only one.
   returned: success
   type: list
   elements: dict

@@ -72,7 +72,7 @@ def test_detach_by_attachment_id_address_and_alias(tmp_path, host, define_domain
     run = attach(tmp_path, host, dom.name(), request='vf:3,gpu:1', aliases=ALIASES)
     ids = {d['address']: d['attachment_id'] for d in run.result['pci_devices']}
     by_id = attach(tmp_path, host, dom.name(), state='absent', attachment_ids=[ids[VFS[1]]])
-    assert [d['address'] for d in by_id.result['detached']] == [VFS[1]]
+    assert [(d['address'], d['confirmed_by']) for d in by_id.result['detached']] == [(VFS[1], 'persistent configuration')]
     by_address = attach(tmp_path, host, dom.name(), state='absent', addresses=['0000:3c:00.0'])
     assert [d['address'] for d in by_address.result['detached']] == ['0000:3c:00.0']
     by_alias = attach(tmp_path, host, dom.name(), state='absent', request='vf:5', aliases=ALIASES)

@@ -88,3 +88,30 @@ def test_find_domain_by_name_or_uuid():
     assert find_domain(infos, '8f5b2b0c-4a55-4bd8-9d4e-7f2f4a1c0b6e') is infos[0]
     with pytest.raises(DomainNotFound, match="'web02' does not exist"):
         find_domain(infos, 'web02')
+
+
+# -- the write side's XML ---------------------------------------------------------------------------
+
+def test_hostdev_xml_round_trips_through_the_parser():
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import hostdev_xml
+    xml = hostdev_xml(PciAddress.parse('10000:e0:1f.7'), '0c0f6f0e-93a4-4d8e-9a53-2a4f1f0e8b11')
+    (hostdev,) = parse_hostdevs(f'<domain><devices>{xml}</devices></domain>')
+    assert (str(hostdev.address), hostdev.attachment_id, hostdev.managed) == ('10000:e0:1f.7', '0c0f6f0e-93a4-4d8e-9a53-2a4f1f0e8b11', True)
+
+
+def test_metadata_round_trip_and_garbage():
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import metadata_xml, parse_metadata
+    records = [{'id': 'a', 'alias': 'vf', 'address': '0000:3b:02.2'}, {'id': 'b', 'alias': None, 'address': '0000:3c:00.0'}]
+    assert parse_metadata(metadata_xml(records)) == records
+    assert parse_metadata(None) == [] and parse_metadata('<not xml') == [] and parse_metadata('<attachments><attachment/></attachments>') == []
+
+
+@pytest.mark.parametrize('numatune, nodes', [
+    ('', None),
+    ("<numatune><memory mode='strict' nodeset='1'/></numatune>", {1}),
+    ("<numatune><memory mode='preferred' nodeset='0-2,^1,5'/></numatune>", {0, 2, 5}),
+    ("<numatune><memory mode='strict' placement='auto'/></numatune>", None),
+])
+def test_numa_nodes_of_a_domain(numatune, nodes):
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import numa_nodes
+    assert numa_nodes(f'<domain>{numatune}<devices/></domain>') == nodes
