@@ -37,6 +37,10 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import A
 from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import Sysfs
 
 
+# How long a device gone from the live XML may wait for its device-removed event.
+EVENT_GRACE = 2.0
+
+
 class AttachmentError(Exception):
     """Refused before any change: the message names the field and the value."""
 
@@ -329,18 +333,28 @@ class AttachmentRun:
 
     @staticmethod
     def _wait_removed(dom: Any, alias: str, timeout: float) -> str:
+        """'event', 'failed', 'absent' (gone from the live XML, no event within EVENT_GRACE s) or 'timeout'.
+
+        The event is the confirmation; the live XML is checked too, in case the event is lost (a
+        connection without an event loop, a libvirt that does not send it).
+        """
         deadline = time.monotonic() + timeout
+        gone_at = None
+        wait = getattr(dom, 'wait_event', time.sleep)
         while True:
             state = getattr(dom, 'removed', {}).get(alias)
             if state == 'removed':
                 return 'event'
             if state == 'failed':
                 return 'failed'
-            if alias not in dom.live_aliases():
+            now = time.monotonic()
+            if gone_at is None and alias not in dom.live_aliases():
+                gone_at = now
+            if gone_at is not None and now - gone_at >= EVENT_GRACE:
                 return 'absent'
-            if time.monotonic() >= deadline:
-                return 'timeout'
-            time.sleep(0.2)
+            if now >= deadline:
+                return 'absent' if gone_at is not None else 'timeout'
+            wait(0.25)
 
     def _detach(self, dom: Any, plan: Plan, attached: list[Attached], live: bool, config: bool) -> list[Attached]:
         if not plan.detach:

@@ -12,6 +12,7 @@ a ``<hostdev type='pci'>`` or an ``<interface type='hostdev'>`` of any domain is
 
 from __future__ import annotations
 
+import threading
 import traceback
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -270,7 +271,6 @@ class EventLoop:
     def start(cls) -> None:
         if cls._started or libvirt is None:
             return
-        import threading
         libvirt.virEventRegisterDefaultImpl()
 
         def run() -> None:
@@ -293,6 +293,7 @@ class DomainHandle:
             raise DomainNotFound(f'domain {name_or_uuid!r}: {exc.get_error_message()}') from None
         self.uuid, self.name = info.uuid, info.name
         self.removed: dict[str, str] = {}       # alias -> 'removed' | 'failed', from events
+        self._events = threading.Condition()
 
     def active(self) -> bool:
         return bool(self.dom.isActive())
@@ -336,13 +337,17 @@ class DomainHandle:
 
     def watch_removals(self) -> int:
         """Record device-removed and removal-failed events of this domain (needs EventLoop started)."""
-        def removed(_conn, dom, alias, _opaque):
+        def record(dom, alias, what):
             if dom.UUIDString() == self.uuid:
-                self.removed[alias] = 'removed'
+                with self._events:
+                    self.removed[alias] = what
+                    self._events.notify_all()
+
+        def removed(_conn, dom, alias, _opaque):
+            record(dom, alias, 'removed')
 
         def failed(_conn, dom, alias, _opaque):
-            if dom.UUIDString() == self.uuid:
-                self.removed[alias] = 'failed'
+            record(dom, alias, 'failed')
 
         ids = [self.conn.conn.domainEventRegisterAny(self.dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, removed, None)]
         failed_id = getattr(libvirt, 'VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED', None)
@@ -351,5 +356,11 @@ class DomainHandle:
         self._event_ids = ids
         return len(ids)
 
+    def wait_event(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking early when a removal event comes."""
+        with self._events:
+            self._events.wait(seconds)
+
     def live_aliases(self) -> set[str]:
-        return {h.alias for h in parse_hostdevs(self.xml()) if h.alias}
+        """Every device alias in the live definition."""
+        return {alias.get('name') for alias in ET.fromstring(self.xml()).iterfind('devices/*/alias') if alias.get('name')}

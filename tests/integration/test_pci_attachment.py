@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from pathlib import Path
 
 import pytest
 
@@ -211,3 +212,45 @@ def test_a_failure_on_the_second_device_rolls_back_the_first(tmp_path, host, def
     # and the host is as it was: the same request now succeeds with the same devices
     done = AttachmentRun(params, False).run()
     assert [a['address'] for a in done['attached']] == VFS[:2]
+
+
+NATIVE_HOTPLUG = (Path(__file__).resolve().parents[1] / 'lab' / 'domains' / 'pcitest-native.xml')
+
+
+def _running(conn, xml_text, name):
+    for dom_type in ('kvm', 'qemu'):
+        dom = conn.defineXML(xml_text.replace('@TYPE@', dom_type).replace('pcitest-native', name))
+        try:
+            dom.create()
+            return dom
+        except libvirt.libvirtError:
+            dom.undefine()
+    pytest.fail('no domain type runs here')
+
+
+@pytest.mark.parametrize('native, expected', [(True, 'event'), (False, 'timeout')])
+def test_a_live_unplug_is_confirmed_by_the_device_removed_event(conn, native, expected):
+    """The confirmation machinery on the real daemon, with a device this machine can hot-plug (virtio-rng;
+    hostdevs need the lab). Native PCIe hot-plug releases it at once; ACPI hot-plug without a guest OS never."""
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import AttachmentRun
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import DomainHandle, EventLoop, Libvirt
+
+    EventLoop.start()
+    handle_conn = Libvirt('qemu:///system', read_only=False)
+    text = NATIVE_HOTPLUG.read_text()
+    if not native:
+        text = text.split('<qemu:commandline>')[0] + '</domain>'
+    name = f'pcitest-events-{os.getpid()}-{expected}'
+    dom = _running(conn, text, name)
+    try:
+        handle = DomainHandle(handle_conn, name)
+        handle.watch_removals()
+        dom.attachDeviceFlags("<rng model='virtio'><backend model='random'>/dev/urandom</backend><alias name='ua-rng-t'/></rng>",
+                              libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        handle.detach('ua-rng-t', True, False)
+        assert AttachmentRun._wait_removed(handle, 'ua-rng-t', 3.0) == expected   # pylint: disable=protected-access
+        assert ("ua-rng-t" in dom.XMLDesc(0)) is (expected == 'timeout')
+    finally:
+        dom.destroy()
+        dom.undefine()
+        handle_conn.close()

@@ -368,6 +368,25 @@ def fleet(lab: Lab, inventory: Path) -> None:
         step.detail = '; '.join(parts) + f'; pages in {out}/fleet-before, fleet-after'
 
 
+def attachments(lab: Lab, inventory: Path) -> None:
+    """pci_attachment in lab1: live hot-plug by alias, confirmed unplug, a stuck unplug, persistence over a restart."""
+    out = WORK / 'out'
+    with lab.step('lab1: pci_attachment live attach/detach, stuck ACPI unplug, persistent over a restart') as step:
+        try:
+            playbook(lab, inventory, 'attach.yml', lab_out=str(out))
+        finally:
+            path = out / 'attach.json'
+            if path.exists():
+                found = json.loads(path.read_text(encoding='utf-8'))
+                native = found['native_attach'].get('pci_devices', [])
+                step.detail = (
+                    'native: ' + ', '.join(f'{d["alias"]} {d["address"][5:]} at guest {d["inner_address"]}' for d in native)
+                    + f'; detach confirmed by {sorted({d.get("confirmed_by") for d in found["native_detach"].get("detached", [])})}'
+                    + f'; acpi: {found["acpi_detach"].get("msg", "?")[:90]}'
+                    + f', still reported: {bool(found["acpi_query"].get("pci_devices"))}'
+                    + f'; after restart: {[d["alias"] for d in found["after_restart"].get("pci_devices", [])]}')
+
+
 def selftest(lab: Lab) -> None:
     name = HOSTS[0]
     with lab.step(f'{name}: raw libvirt hot-plug self-test') as step:
@@ -487,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             discover(lab, inventory, 'vfs', 'discover the VFs over SSH')
             whitelist_absent(lab, inventory)
             fleet(lab, inventory)
+            attachments(lab, inventory)
             selftest(lab)
         except (LabError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:
             failure = str(exc)
