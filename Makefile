@@ -23,7 +23,7 @@ LAB_PACKAGES := $(DEMO_PACKAGES) debootstrap qemu-system-x86 qemu-utils e2fsprog
 export ANSIBLE_CALLBACK_RESULT_FORMAT := yaml
 export ANSIBLE_NOCOWS := 1
 
-.PHONY: help demo test sanity units integration bench bench-fleet bench-attach lab lab-down system-demo system-test system-lab venv src-tree collection libvirtd clean
+.PHONY: help demo test sanity lint units integration bench bench-fleet bench-attach lab lab-down system-demo system-test system-lab venv src-tree collection libvirtd clean
 
 help:
 	@echo "make demo   - install what is needed, then inventory this host's PCI devices (table + ./pci-report/)"
@@ -88,7 +88,11 @@ units: venv src-tree
 integration: venv src-tree libvirtd
 	PYTHONPATH=$(SRC_TREE) $(BIN)/pytest -q tests/integration
 
-test: system-test venv src-tree sanity units integration
+# ansible-lint, production profile, on the roles and playbooks (.ansible-lint).
+lint: venv src-tree
+	PATH=$(BIN):$$PATH ANSIBLE_COLLECTIONS_PATH=$(SRC_TREE) $(BIN)/ansible-lint roles playbooks
+
+test: system-test venv src-tree sanity lint units integration
 
 bench: system-test venv src-tree
 	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/discovery

@@ -117,3 +117,34 @@ def test_the_page_shows_every_host_and_pool_and_requests_nothing(report):
                 assert pool['parent_addr'] in text
     assert 'physical_network=physnet1' in text
     assert '3 hosts (1 without pci_stats), 3 pools: 10 free, 0 allocated, 0 unavailable, 10 whitelisted devices.' in text
+
+
+def test_the_inventory_playbook_publishes_the_summary_as_stats(conn, tmp_path):
+    """playbooks/inventory.yml (the pci_inventory role) over three local hosts: the report and set_stats."""
+    for name, build in (('h1', sysfs_tree.dual_socket_server), ('h2', sysfs_tree.dual_socket_server), ('h3', sysfs_tree.no_iommu_host)):
+        build(tmp_path / name / 'sys')
+    hosts = {name: {'pci_sysfs_root': str(tmp_path / name / 'sys'), 'pci_config_path': str(tmp_path / name / 'state.json')}
+             for name in ('h1', 'h2', 'h3')}
+    inventory = {'compute': {'hosts': hosts, 'vars': {
+        'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable,
+        'pci_device_spec': [{'vendor_id': '10de', 'product_id': '20b5'}],
+        'pci_aliases': [{'name': 'gpu', 'vendor_id': '10de', 'product_id': '20b5'}]}}}
+    (tmp_path / 'inventory.yml').write_text(yaml.safe_dump(inventory))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(SRC_TREE), ANSIBLE_NOCOLOR='1', ANSIBLE_SHOW_CUSTOM_STATS='1',
+               ANSIBLE_CALLBACK_RESULT_FORMAT='json')
+    report = tmp_path / 'report'
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(tmp_path / 'inventory.yml'),
+                           str(Path(__file__).resolve().parents[2] / 'playbooks' / 'inventory.yml'),
+                           '-e', f'pci_report_dir={report}', '-e', 'pci_request=gpu:2'],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    # The default callback prints the stats last: "CUSTOM STATS: ***" then a tab, "RUN: " and the JSON.
+    run_line = [line for line in proc.stdout.splitlines() if line.startswith('\tRUN: ')]
+    assert run_line, proc.stdout[-3000:]
+    summary = json.loads(run_line[-1][len('\tRUN: '):])['pci_fleet_summary']
+    assert summary['totals'] == {'count': 4, 'total': 4, 'allocated': 0, 'unavailable': 0}
+    assert summary['hosts'] == {'h1': {'count': 2, 'total': 2, 'allocated': 0, 'unavailable': 0},
+                                'h2': {'count': 2, 'total': 2, 'allocated': 0, 'unavailable': 0},
+                                'h3': {'count': 0, 'total': 0, 'allocated': 0, 'unavailable': 0}}
+    assert summary['missing'] == [] and summary['candidates'] == ['h1', 'h2'] and summary['report_dir'] == str(report)
+    assert sorted(p.name for p in report.iterdir()) == ['fleet.html', 'fleet.json', 'h1.json', 'h2.json', 'h3.json']

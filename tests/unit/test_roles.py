@@ -1,0 +1,69 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The roles stop bad variables before anything runs: the argument specs and the request check.
+
+Each case runs the role through ansible-playbook on localhost; none gets as far as a module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.passthrough.libvirt.tests import sysfs_tree
+
+SRC_TREE = Path(os.path.abspath(sysfs_tree.__file__)).parents[4]
+ALIASES = [{'name': 'a1', 'vendor_id': '8086', 'product_id': '154c'}]
+
+
+def run_role(tmp_path: Path, role: str, variables: dict) -> subprocess.CompletedProcess:
+    playbook = tmp_path / 'play.yml'
+    playbook.write_text(json.dumps([{'hosts': 'localhost', 'gather_facts': False,
+                                     'roles': [{'role': f'passthrough.libvirt.{role}'}]}]))
+    extra = tmp_path / 'vars.json'
+    extra.write_text(json.dumps(variables))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(SRC_TREE), ANSIBLE_NOCOLOR='1', ANSIBLE_LOCALHOST_WARNING='0',
+               ANSIBLE_INVENTORY_UNPARSED_WARNING='0')
+    return subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-c', 'local', str(playbook),
+                           '-e', f'@{extra}', '-e', f'ansible_python_interpreter={sys.executable}'],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize('role, variables, message', [
+    ('pci_attach', {'pci_request': 'a1:1', 'pci_aliases': ALIASES}, 'missing required arguments: pci_domain'),
+    ('pci_attach', {'pci_domain': 'web01', 'pci_request': 'a1', 'pci_aliases': ALIASES},
+     "pci_request: 'a1' has no count (expected alias:count)"),
+    ('pci_attach', {'pci_domain': 'web01', 'pci_request': 'b2:1', 'pci_aliases': ALIASES},
+     "pci_request: 'b2:1' names unknown alias 'b2' (known: a1)"),
+    ('pci_attach', {'pci_domain': 'web01', 'pci_request': 'a1:0', 'pci_aliases': ALIASES},
+     "pci_request: count 0 for alias 'a1' must be 1 or more"),
+    ('pci_attach', {'pci_domain': 'web01', 'pci_request': 'a1:-1', 'pci_aliases': ALIASES},
+     "pci_request: count '-1' in 'a1:-1' must be 0 or more"),
+    ('pci_attach', {'pci_domain': 'web01', 'pci_request': 'a1:1', 'pci_aliases': ALIASES, 'pci_state': 'gone'},
+     'value of pci_state must be one of: present, absent, got: gone'),
+    ('pci_attach', {'pci_domain': 'web01', 'pci_request': 'a1:1', 'pci_aliases': ALIASES, 'pci_host_choice': 'best'},
+     'value of pci_host_choice must be one of: inventory, auto, got: best'),
+    ('pci_host', {'pci_sriov': [{'pf': '0000:3b:00.0'}]}, 'missing required arguments: numvfs found in pci_sriov'),
+    ('pci_host', {'pci_device_spec': 'all'}, "pci_device_spec"),
+    ('pci_inventory', {'pci_request': 'a1:2,a1:1', 'pci_aliases': ALIASES},
+     "pci_request: alias 'a1' is requested twice"),
+])
+def test_bad_variables_stop_the_role_with_one_message(tmp_path, role, variables, message):
+    proc = run_role(tmp_path, role, variables)
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert message in proc.stdout, proc.stdout[-3000:]
+    assert 'Traceback' not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize('role', ['pci_host', 'pci_inventory', 'pci_attach'])
+def test_each_role_readme_documents_its_variables(role):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'utils'))
+    import role_readme   # pylint: disable=import-outside-toplevel,import-error
+    readme = (Path(__file__).resolve().parents[2] / 'roles' / role / 'README.md').read_text(encoding='utf-8')
+    assert readme == role_readme.render(role), f'roles/{role}/README.md is not current: run python tests/utils/role_readme.py'
