@@ -23,7 +23,7 @@ LAB_PACKAGES := $(DEMO_PACKAGES) debootstrap qemu-system-x86 qemu-utils e2fsprog
 export ANSIBLE_CALLBACK_RESULT_FORMAT := yaml
 export ANSIBLE_NOCOWS := 1
 
-.PHONY: help demo test sanity lint units integration bench bench-fleet bench-attach lab lab-down system-demo system-test system-lab venv src-tree collection libvirtd clean
+.PHONY: help demo test sanity lint units integration molecule bench bench-fleet bench-attach lab lab-down system-demo system-test system-lab venv src-tree collection libvirtd clean
 
 help:
 	@echo "make demo   - install what is needed, then inventory this host's PCI devices (table + ./pci-report/)"
@@ -90,9 +90,13 @@ integration: venv src-tree libvirtd
 
 # ansible-lint, production profile, on the roles and playbooks (.ansible-lint).
 lint: venv src-tree
-	PATH=$(BIN):$$PATH ANSIBLE_COLLECTIONS_PATH=$(SRC_TREE) $(BIN)/ansible-lint roles playbooks
+	PATH=$(BIN):$$PATH ANSIBLE_COLLECTIONS_PATH=$(SRC_TREE) $(BIN)/ansible-lint roles playbooks extensions
 
-test: system-test venv src-tree sanity lint units integration
+# The whole workflow with the roles (extensions/molecule/default): real libvirtd, a fixture sysfs tree.
+molecule: venv src-tree libvirtd
+	PATH=$(BIN):$$PATH $(BIN)/molecule test -s default
+
+test: system-test venv src-tree sanity lint units integration molecule
 
 bench: system-test venv src-tree
 	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/discovery
