@@ -199,7 +199,11 @@ def find_domain(domains: list[DomainInfo], name_or_uuid: str) -> DomainInfo:
     for info in domains:
         if info.name == wanted or info.uuid.lower() == wanted.lower():
             return info
-    raise DomainNotFound(f'domain {name_or_uuid!r} does not exist (no domain has that name or UUID)')
+    raise _not_found(name_or_uuid)
+
+
+def _not_found(name_or_uuid: str) -> DomainNotFound:
+    return DomainNotFound(f'domain {name_or_uuid!r} does not exist (no domain has that name or UUID)')
 
 
 # -- the write side: attach, detach, metadata, device-removed events ----------------------------------
@@ -286,12 +290,17 @@ class DomainHandle:
 
     def __init__(self, conn: Libvirt, name_or_uuid: str) -> None:
         self.conn = conn
-        info = find_domain(conn.domains(), name_or_uuid)
-        try:
-            self.dom = conn.conn.lookupByUUIDString(info.uuid)
-        except libvirt.libvirtError as exc:
-            raise DomainNotFound(f'domain {name_or_uuid!r}: {exc.get_error_message()}') from None
-        self.uuid, self.name = info.uuid, info.name
+        wanted = name_or_uuid.strip()
+        self.dom = None
+        for lookup in (conn.conn.lookupByName, conn.conn.lookupByUUIDString):   # one domain, not every domain's XML
+            try:
+                self.dom = lookup(wanted)
+                break
+            except libvirt.libvirtError:
+                continue
+        if self.dom is None:
+            raise _not_found(name_or_uuid)
+        self.uuid, self.name = self.dom.UUIDString(), self.dom.name()
         self.removed: dict[str, str] = {}       # alias -> 'removed' | 'failed', from events
         self._events = threading.Condition()
 
