@@ -112,6 +112,9 @@ class AttachmentRun:
             if state != 'absent':
                 raise AttachmentError('attachment_ids: only with state=absent')
             ids = [_check_uuid(f'attachment_ids[{index}]', value) for index, value in enumerate(params['attachment_ids'])]
+        timeout = params.get('timeout', 30)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+            raise AttachmentError(f'timeout: {timeout!r} must be a number of seconds above 0 and at most 3600')
         chosen = [name for name, value in (('request', request), ('addresses', addresses), ('attachment_ids', ids)) if value is not None]
         if state == 'present' and len(chosen) != 1:
             raise AttachmentError('state=present needs exactly one of request (with aliases) or addresses')
@@ -182,7 +185,7 @@ class AttachmentRun:
                 return self._result(dom, sysfs, [], [], changed=False)
             live, config = self._flags(dom)
             with HostLock(params['config_path']):
-                plan = self._plan(conn, dom, sysfs, whitelist, aliases, request, addresses, ids, live, config)
+                plan = self._plan(conn, dom, sysfs, whitelist, aliases, request, addresses, ids)
                 if self.check_mode or (not plan.attach and not plan.detach):
                     return self._result(dom, sysfs, [self._would(a) for a in plan.attach],
                                         [d.record() for d in plan.detach], changed=bool(plan.attach or plan.detach))
@@ -199,7 +202,7 @@ class AttachmentRun:
 
     # -- deciding --------------------------------------------------------------------------------
     def _plan(self, conn: Libvirt, dom: Any, sysfs: Sysfs, whitelist: Whitelist, aliases: dict, request: list | None,
-              addresses: list[PciAddress] | None, ids: list[str] | None, live: bool, config: bool) -> Plan:
+              addresses: list[PciAddress] | None, ids: list[str] | None) -> Plan:
         plan = Plan()
         ours = self._ours(dom)
         present = self.params['state'] == 'present'
@@ -308,7 +311,7 @@ class AttachmentRun:
 
         ``in_config``: the aliases in the persistent configuration, when the caller has read them.
         """
-        timeout = float(self.params.get('timeout') or 30)
+        timeout = float(self.params.get('timeout', 30))
         if live and item.libvirt_alias in dom.live_aliases():
             try:
                 dom.detach(item.libvirt_alias, True, False)

@@ -85,7 +85,7 @@ options:
         domain is an error.
     type: bool
   timeout:
-    description: Seconds to wait for the guest to release a device on a live detach.
+    description: Seconds to wait for the guest to release a device on a live detach; more than 0, at most 3600.
     type: float
     default: 30
   device_spec:

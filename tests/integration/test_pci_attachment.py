@@ -53,6 +53,9 @@ def test_attach_by_alias_is_declarative(tmp_path, host, define_domain):
     assert [(d['address'], d['alias'], d['vendor_id'], d['product_id'], d['serverId']) for d in devices] == [
         (VFS[0], 'vf', '8086', '154c', dom.UUIDString()), (VFS[1], 'vf', '8086', '154c', dom.UUIDString())]
     assert all(d['attachment_id'] and d['dev_id'].startswith('pci_0000_3b_02_') for d in devices)
+    assert first.result['domain'] == {'name': dom.name(), 'uuid': dom.UUIDString()}
+    by_uuid = attach(tmp_path, host, dom.UUIDString().upper(), state='query')
+    assert by_uuid.result['domain']['name'] == dom.name() and by_uuid.result['pci_devices'] == devices
 
     again = attach(tmp_path, host, dom.name(), request='vf:2', aliases=ALIASES)
     assert again.rc == 0 and again.result['changed'] is False and again.result['attached'] == []
@@ -116,6 +119,8 @@ def test_a_device_held_by_one_domain_is_never_given_to_another(tmp_path, host, d
     ({'addresses': ['0000:19:00.0']}, 'addresses[0]: 0000:19:00.0 cannot be attached: it is not in the whitelist'),
     ({'addresses': ['../etc']}, "addresses[0]: invalid PCI address '../etc'"),
     ({'addresses': ['0000:3b:02.0'], 'live': True}, "live: true, but domain '{name}' is shut off"),
+    ({'addresses': ['0000:3b:02.0'], 'timeout': 0}, 'timeout: 0.0 must be a number of seconds above 0 and at most 3600'),
+    ({'addresses': ['0000:3b:02.0'], 'timeout': -5}, 'timeout: -5.0 must be a number of seconds above 0 and at most 3600'),
     ({'state': 'absent', 'attachment_ids': ['nope']}, "attachment_ids[0]: 'nope' is not an attachment id (a UUID)"),
     ({'request': 'vf:1', 'aliases': ALIASES, 'addresses': ['0000:3b:02.0']},
      'state=present needs exactly one of request (with aliases) or addresses'),

@@ -117,9 +117,10 @@ def test_dest_written_once_and_check_mode_writes_nothing(tmp_path):
     assert first['changed'] is True and first['files'] == [str(dest / 'fleet.json'), str(dest / 'fleet.html')]
     assert json.loads((dest / 'fleet.json').read_text())['totals']['count'] == 6
     page = (dest / 'fleet.html').read_text()
-    assert 'compute-a.example' in page and 'compute-c: no pci_stats fact' in page
+    assert '<title>PCI fleet</title>' in page and 'compute-a.example' in page and 'compute-c: no pci_stats fact' in page
     assert run({'dest': str(dest)})['changed'] is False
     assert run({'dest': str(dest)}, check_mode=True)['changed'] is False
+    assert run({'dest': str(dest), 'title': 'Rack 7'})['changed'] is True and '<title>Rack 7</title>' in (dest / 'fleet.html').read_text()
     (tmp_path / 'file').write_text('')
     assert run({'dest': str(tmp_path / 'file')})['msg'] == f"dest: '{tmp_path / 'file'}' exists and is not a directory"
 
