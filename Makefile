@@ -93,8 +93,12 @@ lint: venv src-tree
 	PATH=$(BIN):$$PATH ANSIBLE_COLLECTIONS_PATH=$(SRC_TREE) $(BIN)/ansible-lint roles playbooks extensions
 
 # The whole workflow with the roles (extensions/molecule/default): real libvirtd, a fixture sysfs tree.
+# On failure the failing tasks are printed again at the end (the log is in .build/molecule.log).
 molecule: venv src-tree libvirtd
-	PATH=$(BIN):$$PATH $(BIN)/molecule test -s default
+	@mkdir -p $(BUILD)
+	PATH=$(BIN):$$PATH $(BIN)/molecule test -s default 2>&1 | tee $(BUILD)/molecule.log; rc=$${PIPESTATUS[0]}; \
+	if [ $$rc -ne 0 ]; then echo "molecule failed; the failed tasks (whole log: $(BUILD)/molecule.log):"; \
+		sed 's/\x1b\[[0-9;]*m//g' $(BUILD)/molecule.log | grep -B12 -A6 -E 'fatal:|FAILED!' | cut -c1-200; fi; exit $$rc
 
 test: system-test venv src-tree sanity lint units integration molecule
 
