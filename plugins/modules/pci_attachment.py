@@ -125,46 +125,92 @@ pci_devices:
     attachment_id:
       description: The attachment's id; V(null) for a device this collection did not attach.
       type: str
+      sample: 3f1c2a9e-6b0d-4f57-9a7e-2d51c8e0b4a1
     serverId:
       description: The domain's UUID.
       type: str
+      sample: 8f5b2b0c-4a55-4bd8-9d4e-7f2f4a1c0b6e
     dev_id:
       description: C(pci_<domain>_<bus>_<slot>_<function>).
       type: str
+      sample: pci_0000_3b_02_1
     address:
       description: The host PCI address.
       type: str
+      sample: "0000:3b:02.1"
     inner_address:
       description:
         - The guest-side PCI address libvirt assigned - from the live definition when the domain runs, else from the
           persistent one (libvirt assigns addresses there too). V(null) when it has assigned none.
       type: str
+      sample: "0000:07:00.0"
     vendor_id:
       description: Vendor id from the host's sysfs.
       type: str
+      sample: "8086"
     product_id:
       description: Product id from the host's sysfs.
       type: str
+      sample: 154c
     alias:
       description: The request's alias the device serves; V(null) when attached by address or by someone else.
       type: str
+      sample: vf
 attached:
-  description: The devices this run attached (in check mode, would attach), each C(attachment_id), C(address), C(alias).
+  description: The devices this run attached (in check mode, would attach).
   returned: success
   type: list
   elements: dict
+  contains:
+    attachment_id:
+      description: The new attachment's id; V(null) in check mode, where none is made.
+      type: str
+      sample: 3f1c2a9e-6b0d-4f57-9a7e-2d51c8e0b4a1
+    address:
+      description: The host PCI address.
+      type: str
+      sample: "0000:3b:02.1"
+    alias:
+      description: The request's alias; V(null) for a device named by address.
+      type: str
+      sample: vf
 detached:
-  description:
-    - The devices this run detached (in check mode, would detach), each C(attachment_id), C(address), C(alias) and
-      C(confirmed_by) - C(device-removed event) or C(gone from the live XML) for a live detach, C(persistent
-      configuration) for a configuration-only one.
+  description: The devices this run detached (in check mode, would detach).
   returned: success
   type: list
   elements: dict
+  contains:
+    attachment_id:
+      description: The attachment's id; V(null) for a device this collection did not attach.
+      type: str
+      sample: 3f1c2a9e-6b0d-4f57-9a7e-2d51c8e0b4a1
+    address:
+      description: The host PCI address.
+      type: str
+      sample: "0000:3b:02.1"
+    alias:
+      description: The alias the device served; V(null) when unknown.
+      type: str
+      sample: vf
+    confirmed_by:
+      description:
+        - What showed the device gone - V(device-removed event) or V(gone from the live XML) for a live detach,
+          V(persistent configuration) for a configuration-only one. Absent in check mode.
+      type: str
+      sample: device-removed event
 domain:
-  description: C(name) and C(uuid) of the domain.
+  description: The domain.
   returned: success
   type: dict
+  contains:
+    name:
+      description: Its name.
+      type: str
+      sample: web01
+    uuid:
+      description: Its UUID.
+      type: str
+      sample: 8f5b2b0c-4a55-4bd8-9d4e-7f2f4a1c0b6e
 '''
 
 from ansible.module_utils.basic import AnsibleModule
