@@ -33,7 +33,7 @@ options:
 '''
 
 EXAMPLES = r'''
-- name: Fails with "pci_request - count '0' in 'a1:0' must be 1 or more"
+- name: Fails with "pci_request: count '0' in 'a1:0' must be 1 or more"
   ansible.builtin.debug:
     msg: "{{ 'a1:0' | passthrough.libvirt.pci_request(pci_aliases, min_count=1) }}"
 '''
@@ -52,12 +52,9 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import S
 
 def pci_request(value, aliases, min_count=0):
     try:
-        parsed = parse_request(value, parse_aliases(aliases), where='pci_request')
+        parsed = parse_request(value, parse_aliases(aliases), where='pci_request', min_count=min_count)
     except SpecError as exc:
         raise AnsibleFilterError(str(exc)) from None
-    for item in parsed:
-        if item.count < min_count:
-            raise AnsibleFilterError(f'pci_request: count {item.count} for alias {item.alias!r} must be {min_count} or more')
     return [{'alias': item.alias, 'count': item.count} for item in parsed]
 
 

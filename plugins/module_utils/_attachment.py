@@ -13,6 +13,7 @@ device's absence from the live XML, and reported "still attached" when neither c
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -184,7 +185,8 @@ class AttachmentRun:
             if query:
                 return self._result(dom, sysfs, [], [], changed=False)
             live, config = self._flags(dom)
-            with HostLock(params['config_path']):
+            # Check mode changes nothing, not even the lock file; its plan may race a real run, which is harmless.
+            with contextlib.nullcontext() if self.check_mode else HostLock(params['config_path']):
                 plan = self._plan(conn, dom, sysfs, whitelist, aliases, request, addresses, ids)
                 if self.check_mode or (not plan.attach and not plan.detach):
                     return self._result(dom, sysfs, [self._would(a) for a in plan.attach],

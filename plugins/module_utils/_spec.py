@@ -390,16 +390,18 @@ class AliasRequest:
     count: int
 
 
-def _count(where: str, part: str, value: Any) -> int:
+def _count(where: str, part: str, value: Any, min_count: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise SpecError(f'{where}: count {value!r} in {part!r} must be a whole number')
     text = str(value).strip()
     if not text:
         raise SpecError(f'{where}: {part!r} has no count (expected alias:count)')
     if text.lstrip('+-').isdigit() and text.startswith('-'):
-        raise SpecError(f'{where}: count {text!r} in {part!r} must be 0 or more')
+        raise SpecError(f'{where}: count {text!r} in {part!r} must be {min_count} or more')
     if not text.isdigit() or not text.isascii():
         raise SpecError(f'{where}: count {text!r} in {part!r} is not a whole number')
+    if int(text) < min_count:
+        raise SpecError(f'{where}: count {text!r} in {part!r} must be {min_count} or more')
     return int(text)
 
 
@@ -412,8 +414,9 @@ def _check_alias(where: str, part: str, name: str, aliases: Mapping[str, Alias],
     seen.add(name)
 
 
-def parse_request(value: Any, aliases: Mapping[str, Alias], where: str = 'request') -> list[AliasRequest]:
-    """``"a1:2,b1:1"`` (spaces around names and counts allowed) or ``[{alias: a1, count: 2}, ...]``."""
+def parse_request(value: Any, aliases: Mapping[str, Alias], where: str = 'request', min_count: int = 0) -> list[AliasRequest]:
+    """``"a1:2,b1:1"`` (spaces around names and counts allowed) or ``[{alias: a1, count: 2}, ...]``; each
+    count ``min_count`` or more."""
     requests: list[AliasRequest] = []
     seen: set[str] = set()
     if isinstance(value, str):
@@ -431,7 +434,7 @@ def parse_request(value: Any, aliases: Mapping[str, Alias], where: str = 'reques
             name = name.strip()
             if not name:
                 raise SpecError(f'{where}: {part!r} has no alias name (expected alias:count)')
-            number = _count(where, part, count)
+            number = _count(where, part, count, min_count)
             _check_alias(where, part, name, aliases, seen)
             requests.append(AliasRequest(name, number))
         return requests
@@ -443,7 +446,7 @@ def parse_request(value: Any, aliases: Mapping[str, Alias], where: str = 'reques
             name = item['alias']
             if not isinstance(name, str) or not name.strip():
                 raise SpecError(f'{item_where}.alias: {name!r} must be an alias name')
-            number = _count(item_where, f'{name}:{item["count"]}', item['count'])
+            number = _count(item_where, f'{name}:{item["count"]}', item['count'], min_count)
             _check_alias(item_where, name, name.strip(), aliases, seen)
             requests.append(AliasRequest(name.strip(), number))
         return requests

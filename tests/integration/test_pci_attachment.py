@@ -95,6 +95,7 @@ def test_check_mode_changes_nothing(tmp_path, host, define_domain):
     assert checked.result['changed'] is True
     assert [a['address'] for a in checked.result['attached']] == VFS[:2]
     assert config_hostdevs(dom) == []
+    assert not (tmp_path / 'etc').exists()        # not even the host lock's file and directory
 
 
 def test_a_device_held_by_one_domain_is_never_given_to_another(tmp_path, host, define_domain):

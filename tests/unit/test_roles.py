@@ -3,12 +3,15 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The roles stop bad variables before anything runs: the argument specs and the request check.
 
-Each case runs the role through ansible-playbook on localhost; none gets as far as a module.
+Each case runs the role through ansible-playbook on localhost. The bad-variable cases stop before any
+module; the switch cases go on to pci_whitelist with a fixture tree and a state file under tmp_path,
+whatever it then does not matter to them.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -42,13 +45,16 @@ def run_role(tmp_path: Path, role: str, variables: dict) -> subprocess.Completed
     ('pci_attach', {'pci_domain': 'web01', 'pci_request': 'b2:1', 'pci_aliases': ALIASES},
      "pci_request: 'b2:1' names unknown alias 'b2' (known: a1)"),
     ('pci_attach', {'pci_domain': 'web01', 'pci_request': 'a1:0', 'pci_aliases': ALIASES},
-     "pci_request: count 0 for alias 'a1' must be 1 or more"),
+     "pci_request: count '0' in 'a1:0' must be 1 or more"),
     ('pci_attach', {'pci_domain': 'web01', 'pci_request': 'a1:-1', 'pci_aliases': ALIASES},
-     "pci_request: count '-1' in 'a1:-1' must be 0 or more"),
+     "pci_request: count '-1' in 'a1:-1' must be 1 or more"),
     ('pci_attach', {'pci_domain': 'web01', 'pci_request': 'a1:1', 'pci_aliases': ALIASES, 'pci_state': 'gone'},
      'value of pci_state must be one of: present, absent, got: gone'),
     ('pci_attach', {'pci_domain': 'web01', 'pci_request': 'a1:1', 'pci_aliases': ALIASES, 'pci_host_choice': 'best'},
      'value of pci_host_choice must be one of: inventory, auto, got: best'),
+    ('pci_attach', {'pci_domain': 'web01', 'pci_request': 'a1:1', 'pci_aliases': ALIASES, 'pci_state': 'absent',
+                    'pci_host_choice': 'auto'},
+     "pci_host_choice: auto picks the host with free devices, which is for attaching; to detach, run on the domain's host"),
     ('pci_host', {'pci_sriov': [{'pf': '0000:3b:00.0'}]}, 'missing required arguments: numvfs found in pci_sriov'),
     ('pci_host', {'pci_device_spec': 'all'}, "pci_device_spec"),
     ('pci_inventory', {'pci_request': 'a1:2,a1:1', 'pci_aliases': ALIASES},
@@ -67,3 +73,18 @@ def test_each_role_readme_documents_its_variables(role):
     import role_readme   # pylint: disable=import-outside-toplevel,import-error
     readme = (Path(__file__).resolve().parents[2] / 'roles' / role / 'README.md').read_text(encoding='utf-8')
     assert readme == role_readme.render(role), f'roles/{role}/README.md is not current: run python tests/utils/role_readme.py'
+
+
+@pytest.mark.parametrize('given, stops', [('false', False), ('true', True), ('no', False)])
+def test_pci_host_switches_given_as_strings_mean_what_they_say(tmp_path, given, stops):
+    # `-e pci_require_iommu=false` (and an AWX survey) gives the string "false": it must not count as true.
+    sysfs_tree.dual_socket_server(tmp_path / 'sys')
+    shutil.rmtree(tmp_path / 'sys' / 'kernel' / 'iommu_groups')
+    proc = run_role(tmp_path, 'pci_host', {
+        'pci_require_iommu': given, 'pci_load_vfio': given, 'pci_packages': [], 'pci_driver': None, 'pci_persist': False,
+        'pci_sysfs_root': str(tmp_path / 'sys'), 'pci_config_path': str(tmp_path / 'etc' / 'state.json')})
+    assert ('has no IOMMU groups' in proc.stdout) is stops, proc.stdout[-3000:]
+    if not stops:
+        assert 'TASK [passthrough.libvirt.pci_host : Load vfio-pci]' in proc.stdout
+        load = proc.stdout.split('TASK [passthrough.libvirt.pci_host : Load vfio-pci]', 1)[1].split('TASK [', 1)[0]
+        assert 'skipping: [localhost]' in load, load

@@ -67,6 +67,19 @@ def test_request_errors_name_the_part(value, message):
     assert str(info.value).startswith(message)
 
 
+@pytest.mark.parametrize('value, message', [
+    ('a1:0', "pci_request: count '0' in 'a1:0' must be 1 or more"),
+    ('a1:2,b1:0', "pci_request: count '0' in 'b1:0' must be 1 or more"),
+    ('a1:-1', "pci_request: count '-1' in 'a1:-1' must be 1 or more"),
+    ([{'alias': 'b1', 'count': 0}], "pci_request[0]: count '0' in 'b1:0' must be 1 or more"),
+])
+def test_min_count_is_the_floor_the_message_names(value, message):
+    with pytest.raises(SpecError) as info:
+        parse_request(value, ALIASES, where='pci_request', min_count=1)
+    assert str(info.value) == message
+    assert parse_request('a1:1,b1:2', ALIASES, min_count=1) == [AliasRequest('a1', 1), AliasRequest('b1', 2)]
+
+
 def test_alias_matching():
     assert ALIASES['a1'].matches(device('8086', '154c', physfn='0000:3b:00.0'), {'physical_network': 'physnet1'})
     assert not ALIASES['a1'].matches(device('8086', '154c', physfn='0000:3b:00.0'), {'physical_network': 'physnet2'})
