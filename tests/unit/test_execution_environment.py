@@ -43,6 +43,7 @@ def test_ansible_builder_create_accepts_the_definition(tmp_path):
     assert 'ARG PYCMD="/usr/bin/python3.11"' in containerfile
     assert 'ansible-core>=2.17.0 ansible-runner' in containerfile
     assert '--user-pip=requirements.txt --user-bindep=bindep.txt' in containerfile
+    assert containerfile.index('config-manager --set-enabled crb') < containerfile.index('FROM base AS builder')
     pip = (context / '_build' / 'requirements.txt').read_text(encoding='utf-8')
     assert 'libvirt-python' in pip and 'jmespath' in pip
     assert 'libvirt-devel [platform:rpm compile]' in (context / '_build' / 'bindep.txt').read_text(encoding='utf-8')
