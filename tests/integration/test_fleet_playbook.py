@@ -148,3 +148,57 @@ def test_the_inventory_playbook_publishes_the_summary_as_stats(conn, tmp_path):
                                 'h3': {'count': 0, 'total': 0, 'allocated': 0, 'unavailable': 0}}
     assert summary['missing'] == [] and summary['candidates'] == ['h1', 'h2'] and summary['report_dir'] == str(report)
     assert sorted(p.name for p in report.iterdir()) == ['fleet.html', 'fleet.json', 'h1.json', 'h2.json', 'h3.json']
+
+
+def _recap(stdout: str) -> dict[str, int]:
+    """changed= per host from the PLAY RECAP."""
+    found = {}
+    for line in stdout.split('PLAY RECAP', 1)[-1].splitlines():
+        host, sep, counters = line.partition(' : ')
+        if sep:
+            found[host.strip()] = int(dict(pair.split('=') for pair in counters.split())['changed'])
+    return found
+
+
+def test_attach_with_auto_changes_only_the_host_the_fleet_puts_first(conn, define_domain, tmp_path):
+    """playbooks/attach.yml with pci_host_choice=auto over three local hosts sharing this libvirtd.
+
+    h2 whitelists both A100s, h1 one of them, h3 has none: gpu:1 fits h2 first (most free), then h1.
+    Only h2 attaches; the other hosts skip the module and see the fleet's choice all the same. A domain
+    no host defines stops the play with one message. (The hosts share one libvirtd, so each sees the
+    domain; the lab runs the same playbook on two real hypervisors.)
+    """
+    for name, build in (('h1', sysfs_tree.dual_socket_server), ('h2', sysfs_tree.dual_socket_server), ('h3', sysfs_tree.no_iommu_host)):
+        build(tmp_path / name / 'sys')
+    hosts = {name: {'pci_sysfs_root': str(tmp_path / name / 'sys'), 'pci_config_path': str(tmp_path / name / 'state.json'),
+                    'pci_device_spec': [{'vendor_id': '10de', 'product_id': '20b5'}]} for name in ('h1', 'h2', 'h3')}
+    hosts['h1']['pci_device_spec'] = [{'vendor_id': '10de', 'product_id': '20b5', 'address': '0000:86:00.0'}]
+    inventory = {'compute': {'hosts': hosts, 'vars': {
+        'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable,
+        'pci_aliases': [{'name': 'gpu', 'vendor_id': '10de', 'product_id': '20b5'}]}}}
+    (tmp_path / 'inventory.yml').write_text(yaml.safe_dump(inventory))
+    dom = define_domain()
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(SRC_TREE), ANSIBLE_NOCOLOR='1')
+    playbooks = Path(__file__).resolve().parents[2] / 'playbooks'
+
+    def run(name: str, *extra: str, domain: str = dom.name()) -> subprocess.CompletedProcess:
+        return subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(tmp_path / 'inventory.yml'),
+                               str(playbooks / name), '-e', f'pci_domain={domain}', '-e', 'pci_request=gpu:1', *extra],
+                              env=env, capture_output=True, text=True, timeout=300, check=False)
+
+    nowhere = run('attach.yml', '-e', 'pci_host_choice=auto', domain='pcitest-defined-nowhere')
+    assert nowhere.returncode == 2
+    assert "pci_domain pcitest-defined-nowhere is defined on none of the play's hosts (h1, h2, h3)" in nowhere.stdout, nowhere.stdout[-3000:]
+
+    attached = run('attach.yml', '-e', 'pci_host_choice=auto')
+    assert attached.returncode == 0, attached.stdout[-4000:] + attached.stderr[-2000:]
+    assert _recap(attached.stdout) == {'h1': 0, 'h2': 1, 'h3': 0}
+    assert f'{dom.name()} on h2: attached 0000:3c:00.0, detached nothing; now 0000:3c:00.0' in attached.stdout
+    assert 'Attach or detach] ***' in attached.stdout and 'skipping: [h1]' in attached.stdout
+
+    again = run('attach.yml', '-e', 'pci_host_choice=auto')
+    assert again.returncode == 0 and _recap(again.stdout) == {'h1': 0, 'h2': 0, 'h3': 0}, again.stdout[-3000:]
+
+    detached = run('detach.yml', '-e', 'pci_hosts=h2')
+    assert detached.returncode == 0 and _recap(detached.stdout) == {'h2': 1}, detached.stdout[-3000:]
+    assert f'{dom.name()} on h2: attached nothing, detached 0000:3c:00.0; now no PCI devices' in detached.stdout
