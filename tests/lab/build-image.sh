@@ -15,7 +15,7 @@ suite=bookworm
 packages=(
     systemd-sysv udev kmod dbus libpam-systemd       # libpam-systemd: polkitd needs a logind
     linux-image-amd64 initramfs-tools
-    openssh-server python3 python3-libvirt
+    openssh-server python3 python3-libvirt python3-apt  # python3-apt: the package module (pci_host) on Debian
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
     pciutils iproute2 nvme-cli procps netbase
 )

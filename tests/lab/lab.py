@@ -253,9 +253,9 @@ def prepare_hosts(lab: Lab) -> None:
         step.detail = ', '.join(f'{name}: pcitest-native + pcitest-acpi ({kind})' for name, kind in kinds.items())
 
 
-def write_inventory(lab: Lab) -> Path:
+def write_inventory(lab: Lab, inventory: Path | None = None) -> Path:
     hosts = '\n'.join(f'    {name}:\n      ansible_port: {port}' for name, port in lab.ports.items())
-    inventory = WORK / 'inventory.yml'
+    inventory = inventory or WORK / 'inventory.yml'
     inventory.write_text(f"""---
 # Written by tests/lab/lab.py for the running lab; the ports change with every run.
 compute:
@@ -273,14 +273,27 @@ compute:
 
 # -- the scenario ---------------------------------------------------------------------------------
 
-def playbook(lab: Lab, inventory: Path, name: str, **extra: str) -> None:
+def playbook(lab: Lab, inventory: Path, name: str, *options: str, **extra: str) -> str:
+    """Run a lab playbook (tests/lab/playbooks/<name>) or, given ``passthrough.libvirt.<name>``, one of
+    the collection's own playbooks as an operator does; the output is returned and logged."""
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / '.build' / 'collections'),
                ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_NOCOWS='1', ANSIBLE_FORKS='2')
-    command = [str(Path(sys.executable).with_name('ansible-playbook')), '-i', str(inventory), str(HERE / 'playbooks' / name)]
+    target = name if name.startswith('passthrough.libvirt.') else str(HERE / 'playbooks' / name)
+    command = [str(Path(sys.executable).with_name('ansible-playbook')), '-i', str(inventory), *options, target]
     for key, value in extra.items():
         command += ['-e', f'{key}={value}']
     del lab
-    run(command, log=WORK / 'logs' / 'ansible.log', env=env)
+    return run(command, log=WORK / 'logs' / 'ansible.log', env=env)
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP of an ansible-playbook run: {host: {'ok': 7, 'changed': 2, ...}}."""
+    found: dict[str, dict[str, int]] = {}
+    for line in output.split('PLAY RECAP', 1)[-1].splitlines():
+        host, sep, counters = line.partition(' : ')
+        if sep:
+            found[host.strip()] = {key: int(value) for key, value in (pair.split('=') for pair in counters.split())}
+    return found
 
 
 def describe(out: Path, phase: str) -> str:
@@ -385,6 +398,99 @@ def attachments(lab: Lab, inventory: Path) -> None:
                     + f'; acpi: {found["acpi_detach"].get("msg", "?")[:90]}'
                     + f', still reported: {bool(found["acpi_query"].get("pci_devices"))}'
                     + f'; after restart: {[d["alias"] for d in found["after_restart"].get("pci_devices", [])]}')
+
+
+OPERATOR_SETUP = """set -e
+for d in pcitest-native pcitest-acpi; do virsh -q destroy "$d" >/dev/null 2>&1 || true; done
+virsh -q start pcitest-native >/dev/null
+if [ "$1" = unload ]; then modprobe -r vfio-pci; fi
+test -e /sys/module/vfio_pci && echo loaded || echo unloaded
+"""
+OPERATOR_REQUEST = 'nic:1,nvme-vf:1'
+
+
+def operator_workflow(lab: Lab) -> None:
+    """The collection's four playbooks over SSH as an operator runs them: an inventory with group_vars
+    (tests/lab/operator), playbooks by their FQCN; each run checked by operator-check.yml."""
+    out = WORK / 'out'
+    base = WORK / 'operator'
+    shutil.rmtree(base, ignore_errors=True)
+    shutil.copytree(HERE / 'operator', base)
+    inventory = write_inventory(lab, base / 'inventory.yml')
+
+    def check(phase: str, **extra: str) -> dict[str, dict]:
+        playbook(lab, WORK / 'inventory.yml', 'operator-check.yml', lab_phase=phase, lab_out=str(out), **extra)
+        return {name: json.loads((out / f'operator-{phase}-{name}.json').read_text(encoding='utf-8')) for name in HOSTS}
+
+    def changed(output: str) -> str:
+        return ', '.join(f'{host} changed={counters["changed"]}' for host, counters in sorted(recap(output).items()))
+
+    with lab.step('operator: pcitest-native running on both hosts, vfio-pci unloaded on lab2') as step:
+        states = {name: ssh(lab, name, f'bash -s {"unload" if name == "lab2" else "keep"}', stdin=OPERATOR_SETUP).strip()
+                  for name in HOSTS}
+        if states['lab2'] != 'unloaded':
+            raise LabError(f'vfio-pci still loaded on lab2: {states}')
+        step.detail = ', '.join(f'{name}: vfio-pci {state}' for name, state in states.items())
+
+    with lab.step('operator: prepare_hosts.yml --check --diff, then for real, then again') as step:
+        checked = playbook(lab, inventory, 'passthrough.libvirt.prepare_hosts', '--check', '--diff')
+        check('checked')
+        applied = playbook(lab, inventory, 'passthrough.libvirt.prepare_hosts')
+        again = playbook(lab, inventory, 'passthrough.libvirt.prepare_hosts')
+        prepared = check('prepared')
+        if not all(counters['changed'] for counters in recap(checked).values()):
+            raise LabError(f'prepare_hosts.yml --check predicted no change on a host: {changed(checked)}')
+        if any(counters['changed'] for counters in recap(again).values()):
+            raise LabError(f'prepare_hosts.yml changed something on its second run: {changed(again)}')
+        if not all(counters['changed'] for counters in recap(applied).values()):
+            raise LabError(f'prepare_hosts.yml changed nothing on a host: {changed(applied)}')
+        step.detail = (f'check: {changed(checked)}, nothing done; run: {changed(applied)}; again: {changed(again)}; '
+                       + '; '.join(f'{name}: {len(found["whitelisted"])} whitelisted on vfio-pci' for name, found in prepared.items())
+                       + '; vfio-pci loaded on lab2 by the role')
+
+    with lab.step(f'operator: inventory.yml, the 2-host report with where {OPERATOR_REQUEST} fits') as step:
+        report = out / 'operator-report'
+        playbook(lab, inventory, 'passthrough.libvirt.inventory', pci_report_dir=str(report), pci_request=OPERATOR_REQUEST)
+        fleet_report = json.loads((report / 'fleet.json').read_text(encoding='utf-8'))
+        hosts = {host['name']: host['totals'] for host in fleet_report['hosts']}
+        candidates = [candidate['host'] for candidate in fleet_report.get('candidates', [])]
+        if sorted(hosts) != sorted(HOSTS) or sorted(candidates) != sorted(HOSTS) or fleet_report['missing']:
+            raise LabError(f'the report should hold both hosts and both as candidates: hosts {hosts}, candidates {candidates}, '
+                           f'missing {fleet_report["missing"]}')
+        missing_files = [name for name in ('fleet.html', 'lab1.json', 'lab2.json') if not (report / name).exists()]
+        if missing_files:
+            raise LabError(f'the report lacks {missing_files}')
+        step.detail = (', '.join(f'{name} {totals["count"]} free/{totals["total"]}' for name, totals in sorted(hosts.items()))
+                       + f'; fits {candidates} (first: {candidates[0]}); report in {report}')
+
+    with lab.step(f'operator: attach.yml pcitest-native {OPERATOR_REQUEST} with pci_host_choice=auto; again') as step:
+        output = playbook(lab, inventory, 'passthrough.libvirt.attach', pci_domain='pcitest-native',
+                          pci_request=OPERATOR_REQUEST, pci_host_choice='auto')
+        attached = check('attached', lab_chosen=candidates[0])
+        counts = recap(output)
+        if [name for name in HOSTS if counts[name]['changed']] != [candidates[0]]:
+            raise LabError(f'attach.yml should change {candidates[0]} only: {changed(output)}')
+        again = playbook(lab, inventory, 'passthrough.libvirt.attach', pci_domain='pcitest-native',
+                         pci_request=OPERATOR_REQUEST, pci_host_choice='auto')
+        if any(counters['changed'] for counters in recap(again).values()):
+            raise LabError(f'attach.yml changed something on its second run: {changed(again)}')
+        held = attached[candidates[0]]['held']
+        step.detail = (f'{changed(output)}; on {candidates[0]}: '
+                       + ', '.join(f'{d["alias"]} {d["address"][5:]} at guest {d["inner_address"]}' for d in held)
+                       + f'; again (the domain keeps its host): {changed(again)}')
+
+    with lab.step(f'operator: detach.yml pcitest-native {OPERATOR_REQUEST}; again') as step:
+        output = playbook(lab, inventory, 'passthrough.libvirt.detach', pci_domain='pcitest-native', pci_request=OPERATOR_REQUEST)
+        again = playbook(lab, inventory, 'passthrough.libvirt.detach', pci_domain='pcitest-native', pci_request=OPERATOR_REQUEST)
+        detached = check('detached')
+        counts = recap(output)
+        if [name for name in HOSTS if counts[name]['changed']] != [candidates[0]]:
+            raise LabError(f'detach.yml should change {candidates[0]} only: {changed(output)}')
+        if any(counters['changed'] for counters in recap(again).values()):
+            raise LabError(f'detach.yml changed something on its second run: {changed(again)}')
+        step.detail = (f'{changed(output)}; again: {changed(again)}; '
+                       + '; '.join(f'{name}: {sum(1 for s in found["status"].values() if s == "available")} available, '
+                                   f'{len(found["held"])} held' for name, found in detached.items()))
 
 
 def selftest(lab: Lab) -> None:
@@ -508,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             fleet(lab, inventory)
             attachments(lab, inventory)
             selftest(lab)
+            operator_workflow(lab)
         except (LabError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:
             failure = str(exc)
         except KeyboardInterrupt:
