@@ -33,7 +33,7 @@ options:
 '''
 
 EXAMPLES = r'''
-- name: Fails with "pci_request: count '0' in 'a1:0' must be 1 or more"
+- name: 'Fails with "pci_request: count ''0'' in ''a1:0'' must be 1 or more"'
   ansible.builtin.debug:
     msg: "{{ 'a1:0' | passthrough.libvirt.pci_request(pci_aliases, min_count=1) }}"
 '''
