@@ -13,7 +13,6 @@ device's absence from the live XML, and reported "still attached" when neither c
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -185,8 +184,7 @@ class AttachmentRun:
             if query:
                 return self._result(dom, sysfs, [], [], changed=False)
             live, config = self._flags(dom)
-            # Check mode changes nothing, not even the lock file; its plan may race a real run, which is harmless.
-            with contextlib.nullcontext() if self.check_mode else HostLock(params['config_path']):
+            with HostLock(params['config_path'], check_mode=self.check_mode):
                 plan = self._plan(conn, dom, sysfs, whitelist, aliases, request, addresses, ids)
                 if self.check_mode or (not plan.attach and not plan.detach):
                     return self._result(dom, sysfs, [self._would(a) for a in plan.attach],

@@ -80,12 +80,16 @@ class HostLock:
     device under each other: the second waits, up to ``timeout`` seconds, and sees the first's result.
     """
 
-    def __init__(self, config_path: str, timeout: float = 300.0) -> None:
+    def __init__(self, config_path: str, timeout: float = 300.0, check_mode: bool = False) -> None:
         self.path = config_path + '.lock'
         self.timeout = timeout
+        self.check_mode = check_mode
         self._fd: int | None = None
 
     def __enter__(self) -> HostLock:
+        if self.check_mode:
+            # Check mode changes nothing, not even the lock file; its plan may race a real run, which is harmless.
+            return self
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_CLOEXEC', 0), 0o600)

@@ -294,7 +294,7 @@ class WhitelistRun:
             check_driver_name('driver', driver)
         sriov = [dict(item, numvfs=item['numvfs'] if present else 0) for item in (params['sriov'] or [])]
         self.sysfs.check()
-        with HostLock(params['config_path']):
+        with HostLock(params['config_path'], check_mode=self.check_mode):
             return self._run_locked(present, whitelist, driver, sriov)
 
     def _run_locked(self, present: bool, whitelist: Whitelist, driver: str | None, sriov: list[dict[str, Any]]) -> dict[str, Any]:
