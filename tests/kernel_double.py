@@ -22,7 +22,7 @@ import errno
 import os
 from pathlib import Path
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsError, SysfsWriter
+from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsWriteFailed, SysfsWriter
 
 
 class KernelDouble(SysfsWriter):
@@ -59,7 +59,7 @@ class KernelDouble(SysfsWriter):
         self.writes.append((relative, value))
         if self.fail_on == (relative, value):
             self.fail_on = None
-            raise SysfsError(f'writing {value.strip()!r} to {path} failed: {os.strerror(errno.EIO)}')
+            raise SysfsWriteFailed(f'writing {value.strip()!r} to {path} failed: {os.strerror(errno.EIO)}')
         name = os.path.basename(path)
         if name == 'driver_override':
             Path(path).write_text((value.strip() or '(null)') + '\n')
@@ -74,7 +74,7 @@ class KernelDouble(SysfsWriter):
         elif name == 'sriov_numvfs':
             current = int(Path(path).read_text().strip() or 0)
             if current and int(value):
-                raise SysfsError(f'writing {value!r} to {path} failed: {os.strerror(errno.EBUSY)}')
+                raise SysfsWriteFailed(f'writing {value!r} to {path} failed: {os.strerror(errno.EBUSY)}')
             Path(path).write_text(f'{int(value)}\n')
         else:
             raise AssertionError(f'the collection wrote to an attribute it should not touch: {relative}')

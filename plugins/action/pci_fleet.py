@@ -6,15 +6,16 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import parse_aliases, parse_request
+from ansible_collections.passthrough.libvirt.plugins.module_utils._atomic import write_if_changed
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError, SpecError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._fleet import aggregate, candidates, render_html, render_json
-from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError, parse_aliases, parse_request
 
 try:
     import jmespath
@@ -40,29 +41,6 @@ def _facts_of(hostvars: Any, name: str) -> dict | None:
     return facts if isinstance(facts, dict) else None
 
 
-def _write_if_changed(path: str, content: str, check_mode: bool) -> bool:
-    try:
-        with open(path, encoding='utf-8') as handle:
-            if handle.read() == content:
-                return False
-    except OSError:
-        pass
-    if check_mode:
-        return True
-    directory = os.path.dirname(path)
-    fd, temporary = tempfile.mkstemp(prefix='.fleet-', dir=directory)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-            handle.write(content)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return True
-
-
 class ActionModule(ActionBase):
     BYPASS_HOST_LOOP = True
     TRANSFERS_FILES = False
@@ -77,7 +55,7 @@ class ActionModule(ActionBase):
         del validation
         try:
             result.update(self._run(params, task_vars))
-        except (SpecError, AnsibleError, OSError, ValueError) as exc:
+        except (PassthroughError, AnsibleError, OSError, ValueError) as exc:
             result.update(failed=True, msg=to_native(exc))
         return result
 
@@ -110,8 +88,8 @@ class ActionModule(ActionBase):
             if not self._task.check_mode:
                 os.makedirs(dest, exist_ok=True)
             files = [os.path.join(dest, 'fleet.json'), os.path.join(dest, 'fleet.html')]
-            changed = [_write_if_changed(files[0], render_json(fleet, fitting), self._task.check_mode),
-                       _write_if_changed(files[1], render_html(fleet, fitting, params['title']), self._task.check_mode)]
+            changed = [write_if_changed('dest', files[0], render_json(fleet, fitting), self._task.check_mode),
+                       write_if_changed('dest', files[1], render_html(fleet, fitting, params['title']), self._task.check_mode)]
             out.update(files=files, changed=any(changed))
         missing = fleet['missing']
         if missing:

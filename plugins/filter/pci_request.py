@@ -47,7 +47,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError, parse_aliases, parse_request
+from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import parse_aliases, parse_request
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import SpecError
 
 
 def pci_request(value, aliases, min_count=0):

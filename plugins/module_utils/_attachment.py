@@ -4,11 +4,21 @@
 
 # This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
 
-"""pci_attachment's run: plan under the host lock, attach with rollback, detach with confirmation.
+"""pci_attachment's work: what a domain holds, the plan (pure), and the ``Attacher`` that applies it.
 
-Every decision is made before the first change. A failed attach (or metadata write) detaches
-what this run attached; a detach is confirmed by libvirt's device-removed event or by the
-device's absence from the live XML, and reported "still attached" when neither comes in time.
+``DomainState`` is what the domain holds, read once: this collection's attachments (each
+``ua-pci-<id>`` hostdev joined with its record in the domain's metadata), records whose hostdev
+is not there (stale: a run that died between writing its intent and attaching), and hostdevs with
+our alias but no record (orphans: an older version's crash, or another tool).
+
+``plan_attachment`` decides everything before the first change, from a host snapshot, a domain
+state and the parsed request, and does no I/O of its own: it is tested as tables of cases.
+
+The ``Attacher`` applies a plan write-ahead: the records of every device it is about to attach
+are written into the domain's metadata first, so whatever point a run dies at, the next run
+counts what landed (record + hostdev) and drops what did not (record alone). Any failure undoes
+what the run did - attached devices detached, detached ones attached again, the metadata
+written back - and the message says what was undone and what was left.
 """
 
 from __future__ import annotations
@@ -16,48 +26,40 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress, PciAddressError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._hoststate import HostLock
+from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import Alias, AliasRequest, parse_aliases, parse_request
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed, PassthroughError, Refused
+from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostLock, HostSnapshot
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import (
-    ALIAS_PREFIX,
     DomainHandle,
     EventLoop,
     Libvirt,
-    LibvirtCallFailed,
-    allocations as domain_allocations,
     hostdev_xml,
     numa_nodes,
     parse_hostdevs,
 )
-from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import STATUS_AVAILABLE, assess, candidates, fit
-from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import AliasRequest, SpecError, Whitelist, parse_aliases, parse_request
-from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import Sysfs
-
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import ALIAS_PREFIX, STATUS_AVAILABLE, PciAddress, PciAddressError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import blocked_only_by_host_use, candidates, fit
+from ansible_collections.passthrough.libvirt.plugins.module_utils._records import server_device
 
 # How long a device gone from the live XML may wait for its device-removed event.
 EVENT_GRACE = 2.0
+FORCE_HINT = 'force: true to take it anyway'
 
 
-class AttachmentError(Exception):
-    """Refused before any change: the message names the field and the value."""
-
-
-class AttachmentFailed(Exception):
-    """A change failed; the message says what was undone or what was left."""
-
+# -- what the domain holds ------------------------------------------------------------------------------
 
 @dataclass
-class Attached:
-    """One device of this collection in the domain."""
+class Attachment:
+    """One device of this collection in the domain: in its live definition, its persistent one, or both."""
 
     attachment_id: str
     address: PciAddress
     alias: str | None
     live: bool = False
     config: bool = False
+    recorded: bool = True       # False: an orphan, a ua-pci- hostdev without a record
 
     @property
     def libvirt_alias(self) -> str:
@@ -66,343 +68,455 @@ class Attached:
     def record(self) -> dict[str, Any]:
         return {'attachment_id': self.attachment_id, 'address': str(self.address), 'alias': self.alias}
 
+    def metadata(self) -> dict[str, str | None]:
+        return {'id': self.attachment_id, 'alias': self.alias, 'address': str(self.address)}
+
 
 @dataclass
-class Plan:
-    attach: list[tuple[PciAddress, str | None]] = field(default_factory=list)     # (address, alias)
-    detach: list[Attached] = field(default_factory=list)
+class DomainState:
+    """A domain as one run sees it."""
+
+    uuid: str
+    name: str
+    active: bool
+    persistent: bool
+    attachments: list[Attachment] = field(default_factory=list)   # record order (attach order), then orphans
+    records: list[dict[str, str | None]] = field(default_factory=list)   # the metadata as it is, stale ones too
+    numa_nodes: set[int] | None = None
+
+    @property
+    def orphans(self) -> list[Attachment]:
+        return [item for item in self.attachments if not item.recorded]
+
+    @property
+    def stale_records(self) -> list[dict[str, str | None]]:
+        held = {item.attachment_id for item in self.attachments}
+        return [record for record in self.records if record['id'] not in held]
+
+    def of_alias(self, alias: str) -> list[Attachment]:
+        return [item for item in self.attachments if item.recorded and item.alias == alias]
 
 
-def _check_uuid(where: str, value: Any) -> str:
+def read_domain_state(dom: Any) -> DomainState:
+    """Read the domain through its handle: both definitions' hostdevs and both metadata records."""
+    active, persistent = dom.active(), dom.persistent()
+    found: dict[str, Attachment] = {}
+    live_xml = dom.xml() if active else None
+    config_xml = dom.xml(inactive=True) if persistent else None
+    for xml, live in ((live_xml, True), (config_xml, False)):
+        if xml is None:
+            continue
+        for hostdev in parse_hostdevs(xml):
+            if hostdev.attachment_id is None:
+                continue
+            item = found.setdefault(hostdev.attachment_id, Attachment(hostdev.attachment_id, hostdev.address, None, recorded=False))
+            if live:
+                item.live = True
+            else:
+                item.config = True
+    # The persistent definition's records first, then the live one's for what only runs.
+    records = dom.metadata(live=False) if persistent else []
+    if active:
+        known = {record['id'] for record in records}
+        records += [record for record in dom.metadata(live=True) if record['id'] not in known]
+    order = []
+    for record in records:
+        item = found.get(record['id'])
+        if item is not None and not item.recorded:
+            item.alias, item.recorded = record['alias'], True
+            order.append(item)
+    attachments = order + [item for item in found.values() if not item.recorded]
+    return DomainState(dom.uuid, dom.name, active, persistent, attachments, records,
+                       numa_nodes(live_xml if active else config_xml))
+
+
+# -- the request ---------------------------------------------------------------------------------------------
+
+@dataclass
+class AttachmentRequest:
+    """pci_attachment's options, parsed. Exactly one of ``request``, ``addresses`` and ``attachment_ids``
+    is set for present and absent (the module's argument spec says so)."""
+
+    state: str
+    aliases: Mapping[str, Alias] = field(default_factory=dict)
+    request: list[AliasRequest] | None = None
+    addresses: list[PciAddress] | None = None
+    attachment_ids: list[str] | None = None
+    force: bool = False
+
+
+def check_attachment_id(where: str, value: Any) -> str:
     try:
         return str(uuid.UUID(str(value).strip()))
     except ValueError:
-        raise AttachmentError(f'{where}: {value!r} is not an attachment id (a UUID)') from None
+        raise Refused(f'{where}: {value!r} is not an attachment id (a UUID)') from None
+
+
+def parse_options(params: Mapping[str, Any]) -> AttachmentRequest:
+    """The module's options as an ``AttachmentRequest``; every user string through its strict parser.
+
+    Which options combine is the argument spec's job (``OPTION_RULES``); what it cannot say is checked here.
+    """
+    state = params['state']
+    aliases = parse_aliases(params.get('aliases'))
+    request = parse_request(params['request'], aliases) if params.get('request') is not None else None
+    addresses = None
+    if params.get('addresses') is not None:
+        addresses = []
+        for index, text in enumerate(params['addresses']):
+            try:
+                addresses.append(PciAddress.parse(text))
+            except PciAddressError as exc:
+                raise Refused(f'addresses[{index}]: {exc}') from None
+    ids = None
+    if params.get('attachment_ids') is not None:
+        if state != 'absent':
+            raise Refused('attachment_ids: only with state=absent')
+        ids = [check_attachment_id(f'attachment_ids[{index}]', value) for index, value in enumerate(params['attachment_ids'])]
+    timeout = params.get('timeout', 30)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+        raise Refused(f'timeout: {timeout!r} must be a number of seconds above 0 and at most 3600')
+    return AttachmentRequest(state, aliases, request, addresses, ids, bool(params.get('force')))
+
+
+# Which options combine, for the module's argument spec (messages are Ansible's own).
+OPTION_RULES: dict[str, Any] = dict(
+    mutually_exclusive=[('request', 'addresses', 'attachment_ids')],
+    required_if=[('state', 'present', ('request', 'addresses'), True),
+                 ('state', 'absent', ('request', 'addresses', 'attachment_ids'), True)],
+    required_by={'request': 'aliases'},
+)
+
+
+@dataclass
+class PlannedAttach:
+    address: PciAddress
+    alias: str | None
+    host_use: tuple[str, ...] = ()     # force took a device the host uses
+
+    def record(self) -> dict[str, Any]:
+        return {'attachment_id': None, 'address': str(self.address), 'alias': self.alias}
+
+
+@dataclass
+class Plan:
+    """What a run will do, decided before the first change."""
+
+    attach: list[PlannedAttach] = field(default_factory=list)
+    detach: list[Attachment] = field(default_factory=list)
+    drop_records: list[str] = field(default_factory=list)     # stale records' ids
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.attach or self.detach or self.drop_records)
+
+
+def plan_attachment(snapshot: HostSnapshot, domain: DomainState, request: AttachmentRequest) -> Plan:
+    """Everything a run will change, or a ``Refused`` naming the field and the value. No I/O of its own:
+    the snapshot's parts it asks for are read once, on first use (a plain snapshot of values in tests)."""
+    plan = Plan(drop_records=[str(record['id']) for record in domain.stale_records])
+    for orphan in domain.orphans:
+        plan.warnings.append(f'{orphan.address} (attachment {orphan.attachment_id}) carries this collection\'s alias but no '
+                             'record: it counts for no alias; remove it with attachment_ids or addresses')
+    if request.state == 'absent':
+        _plan_removal(domain, request, plan)
+        return plan
+
+    for item in request.request or ():
+        have = domain.of_alias(item.alias)
+        if item.count < len(have):
+            plan.detach.extend(have[::-1][:len(have) - item.count])       # the most recent first
+    additions = [AliasRequest(item.alias, item.count - len(domain.of_alias(item.alias)))
+                 for item in request.request or () if item.count > len(domain.of_alias(item.alias))]
+    if not additions and request.addresses is None:
+        return plan        # nothing to choose: the host's devices are not needed
+
+    states = snapshot.states(for_domain=domain.uuid)
+    if request.addresses is not None:
+        mine = {item.address for item in domain.attachments}
+        for index, address in enumerate(request.addresses):
+            if address in mine or any(planned.address == address for planned in plan.attach):
+                continue
+            state = states.get(address)
+            if state is None:
+                raise Refused(f'addresses[{index}]: there is no PCI device {address} on this host')
+            if state.status == STATUS_AVAILABLE:
+                plan.attach.append(PlannedAttach(address, None))
+                continue
+            if request.force and blocked_only_by_host_use(state):
+                plan.attach.append(PlannedAttach(address, None, state.host_use))
+                continue
+            if state.allocation is not None:
+                why = f'it is allocated to domain {state.allocation.domain_name}'
+            elif state.spec is None:
+                why = 'it is not in the whitelist'
+            elif blocked_only_by_host_use(state):
+                why = f'it is unavailable: {state.reason} ({FORCE_HINT})'
+            else:
+                why = f'it is unavailable: {state.reason}'
+            raise Refused(f'addresses[{index}]: {address} cannot be attached: {why}')
+    else:
+        result = fit(additions, request.aliases, candidates(states, force=request.force),
+                     numa_nodes=domain.numa_nodes, sockets=snapshot.numa_sockets)
+        if not result.ok:
+            raise Refused('request: not enough free devices on this host: ' + '; '.join(result.problems)
+                          + _host_used_note(states, additions, request))
+        host_use = {address: state.host_use for address, state in states.items() if state.status != STATUS_AVAILABLE}
+        for name, chosen in result.devices.items():
+            plan.attach.extend(PlannedAttach(address, name, host_use.get(address, ())) for address in chosen)
+    for planned in plan.attach:
+        if planned.host_use:
+            plan.warnings.append(f'{planned.address}: force: true attaches it although the host uses it: '
+                                 + '; '.join(planned.host_use))
+    return plan
+
+
+def _host_used_note(states: Mapping[PciAddress, Any], additions: list[AliasRequest], request: AttachmentRequest) -> str:
+    """Name the devices an alias would match but the host uses, so a shortage says why."""
+    if request.force:
+        return ''
+    notes = []
+    for item in additions:
+        alias = request.aliases[item.alias]
+        for address, state in sorted(states.items()):
+            tags = state.spec.tags if state.spec is not None else {}
+            if blocked_only_by_host_use(state) and alias.matches(state.device, tags):
+                notes.append(f'{address} ({item.alias}) is not offered: {state.reason}')
+    return ('; ' + '; '.join(notes) + f' ({FORCE_HINT})') if notes else ''
+
+
+def _plan_removal(domain: DomainState, request: AttachmentRequest, plan: Plan) -> None:
+    if request.attachment_ids is not None:
+        known = {item.attachment_id: item for item in domain.attachments}
+        for index, attachment_id in enumerate(request.attachment_ids):
+            if attachment_id not in known:
+                raise Refused(f'attachment_ids[{index}]: {attachment_id} is not attached to domain {domain.name!r}')
+            if known[attachment_id] not in plan.detach:
+                plan.detach.append(known[attachment_id])
+    elif request.addresses is not None:
+        by_address = {item.address: item for item in domain.attachments}
+        for index, address in enumerate(request.addresses):
+            if address not in by_address:
+                raise Refused(f'addresses[{index}]: {address} is not attached to domain {domain.name!r} by this collection')
+            if by_address[address] not in plan.detach:
+                plan.detach.append(by_address[address])
+    else:   # by alias: up to count devices of each, the most recent first
+        for item in request.request or ():
+            plan.detach.extend(domain.of_alias(item.alias)[::-1][:item.count])
+
+
+# -- applying a plan ----------------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    attached: list[Attachment] = field(default_factory=list)
+    detached: list[Attachment] = field(default_factory=list)
+    confirmed: dict[str, str] = field(default_factory=dict)    # attachment id -> how its removal was confirmed
+
+
+class Attacher:
+    """Applies a plan to one domain (a ``DomainHandle``) with write-ahead records and rollback."""
+
+    def __init__(self, dom: Any, domain: DomainState, live: bool, config: bool, timeout: float,
+                 new_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> None:
+        self.dom = dom
+        self.domain = domain
+        self.live = live
+        self.config = config
+        self.timeout = timeout
+        self.new_id = new_id
+        self.outcome = Outcome()
+        self._metadata_touched = False
+
+    def apply(self, plan: Plan) -> Outcome:
+        kept = [record for record in self.domain.records if record['id'] not in set(plan.drop_records)]
+        planned = [Attachment(self.new_id(), item.address, item.alias, self.live, self.config) for item in plan.attach]
+        try:
+            if planned:
+                # Write-ahead: the intent is recorded before any device lands.
+                self._write(kept + [item.metadata() for item in planned])
+            for item in planned:
+                try:
+                    self.dom.attach(hostdev_xml(item.address, item.attachment_id), self.live, self.config)
+                except PassthroughError as exc:
+                    raise ChangeFailed(f'{item.address} (alias {item.alias or "-"}): attach failed: {exc}') from None
+                self.outcome.attached.append(item)
+            if plan.detach:
+                self._detach_all(plan.detach)
+            gone = {item.attachment_id for item in self.outcome.detached}
+            final = [record for record in kept + [item.metadata() for item in planned] if record['id'] not in gone]
+            if plan.detach or (plan.drop_records and not planned):
+                self._write(final)
+        except PassthroughError as exc:
+            raise ChangeFailed(f'{exc}; {self._rollback()}') from None
+        return self.outcome
+
+    def _write(self, records: list[dict[str, str | None]]) -> None:
+        self._metadata_touched = True
+        self.dom.set_metadata(records, self.live, self.config)
+
+    def _detach_all(self, items: list[Attachment]) -> None:
+        if self.live and self.domain.active:
+            self.dom.watch_removals()
+        in_config = {h.alias for h in parse_hostdevs(self.dom.xml(inactive=True))} if self.config and self.domain.persistent else set()
+        for item in items:
+            problem = self._remove(item, in_config)
+            if problem:
+                raise ChangeFailed(f'{item.address} (attachment {item.attachment_id}): {problem}')
+            self.outcome.detached.append(item)
+
+    def _remove(self, item: Attachment, in_config: set[str]) -> str | None:
+        """Detach one device: live first (confirmed), then the persistent configuration. None when done."""
+        if self.live and item.live and item.libvirt_alias in self.dom.live_aliases():
+            try:
+                self.dom.detach(item.libvirt_alias, True, False)
+            except PassthroughError as exc:
+                return f'live detach failed: {exc}'
+            outcome = wait_removed(self.dom, item.libvirt_alias, self.timeout)
+            if outcome == 'failed':
+                return 'the guest refused the unplug (device-removal-failed); still attached'
+            if outcome == 'timeout':
+                return f'still attached: the guest did not release it within {self.timeout:g} s'
+            self.outcome.confirmed[item.attachment_id] = 'device-removed event' if outcome == 'event' else 'gone from the live XML'
+        else:
+            self.outcome.confirmed[item.attachment_id] = 'persistent configuration'
+        if self.config and item.libvirt_alias in in_config:
+            try:
+                self.dom.detach(item.libvirt_alias, False, True)
+            except PassthroughError as exc:
+                return f'persistent detach failed: {exc}'
+        return None
+
+    def _rollback(self) -> str:
+        """Undo what this run did, newest first; the message's tail: what was undone, what was left."""
+        left, undone = [], []
+        for item in reversed(self.outcome.detached):
+            try:
+                self.dom.attach(hostdev_xml(item.address, item.attachment_id), self.live and item.live,
+                                self.config and (item.config or not item.live))
+                undone.append(f're-attached {item.address}')
+            except PassthroughError as exc:
+                left.append(f'{item.address} stays detached ({exc})')
+        for item in reversed(self.outcome.attached):
+            try:
+                problem = self._remove(item, {item.libvirt_alias} if self.config else set())
+            except PassthroughError as exc:
+                problem = str(exc)
+            if problem:
+                left.append(f'{item.address} stays attached ({problem})')
+            else:
+                undone.append(f'detached {item.address}')
+        if self._metadata_touched:
+            try:
+                self.dom.set_metadata(self.domain.records, self.live, self.config)
+            except PassthroughError as exc:
+                left.append(f'the metadata was not written back ({exc}); the next run drops records without a device')
+        attached = len(self.outcome.attached)
+        detached = len(self.outcome.detached)
+        if not left:
+            if detached:
+                return (f'rolled back the {attached} device(s) this run attached and the {detached} it detached; '
+                        'nothing was left behind')
+            return f'rolled back the {attached} device(s) this run attached; nothing was left behind'
+        return ('rollback FAILED, left: ' + '; '.join(left)
+                + (f' (undone: {", ".join(undone)})' if undone else '')
+                + '; every device this run attached is recorded in the domain\'s metadata, so the next run accounts for it')
+
+
+def wait_removed(dom: Any, alias: str, timeout: float) -> str:
+    """'event', 'failed', 'absent' (gone from the live XML, no event within EVENT_GRACE s) or 'timeout'.
+
+    The event is the confirmation; the live XML is checked too, in case the event is lost (a
+    connection without an event loop, a libvirt that does not send it).
+    """
+    deadline = time.monotonic() + timeout
+    gone_at = None
+    while True:
+        state = dom.removal_outcome(alias)
+        if state == 'removed':
+            return 'event'
+        if state == 'failed':
+            return 'failed'
+        now = time.monotonic()
+        if gone_at is None and alias not in dom.live_aliases():
+            gone_at = now
+        if gone_at is not None and now - gone_at >= EVENT_GRACE:
+            return 'absent'
+        if now >= deadline:
+            return 'absent' if gone_at is not None else 'timeout'
+        dom.wait_event(0.25)
+
+
+# -- one run of pci_attachment -------------------------------------------------------------------------------
+
+def run_flags(domain: DomainState, live: bool | None, persistent: bool | None) -> tuple[bool, bool]:
+    """The run's targets: ``live`` and ``persistent`` default to what the domain has."""
+    live = domain.active if live is None else live
+    config = domain.persistent if persistent is None else persistent
+    if live and not domain.active:
+        raise Refused(f'live: true, but domain {domain.name!r} is shut off')
+    if config and not domain.persistent:
+        raise Refused(f'persistent: true, but domain {domain.name!r} is transient (it has no persistent configuration)')
+    if not live and not config:
+        raise Refused(f'live and persistent are both false for domain {domain.name!r}: nothing would change')
+    return live, config
 
 
 class AttachmentRun:
-    """``open_domain`` (tests only): returns a DomainHandle-like object, to inject a libvirt failure."""
+    """One run of pci_attachment: ``run()`` returns the module's result.
 
-    def __init__(self, params: dict[str, Any], check_mode: bool, open_domain: Callable[[Libvirt, str], Any] | None = None) -> None:
+    ``open_domain`` opens the domain (a ``DomainHandle`` by default); tests pass a subclass that fails
+    a chosen libvirt call, since a real daemon cannot be made to fail on demand.
+    """
+
+    def __init__(self, params: dict[str, Any], request: AttachmentRequest, check_mode: bool,
+                 open_domain: Callable[[Libvirt, str], Any] = DomainHandle) -> None:
         self.params = params
+        self.request = request
         self.check_mode = check_mode
-        self.open_domain = open_domain or DomainHandle
-        self.confirmed: dict[str, str] = {}   # attachment id -> how its removal was confirmed
-
-    # -- input -----------------------------------------------------------------------------------
-    def _parse(self) -> tuple[dict, list | None, list[PciAddress] | None, list[str] | None]:
-        params = self.params
-        state = params['state']
-        aliases = parse_aliases(params.get('aliases'))
-        request = None
-        if params.get('request') is not None:
-            if params.get('aliases') is None:
-                raise SpecError('request: needs aliases to say what each alias name means')
-            request = parse_request(params['request'], aliases)
-        addresses = None
-        if params.get('addresses') is not None:
-            addresses = []
-            for index, text in enumerate(params['addresses']):
-                try:
-                    addresses.append(PciAddress.parse(text))
-                except PciAddressError as exc:
-                    raise AttachmentError(f'addresses[{index}]: {exc}') from None
-        ids = None
-        if params.get('attachment_ids') is not None:
-            if state != 'absent':
-                raise AttachmentError('attachment_ids: only with state=absent')
-            ids = [_check_uuid(f'attachment_ids[{index}]', value) for index, value in enumerate(params['attachment_ids'])]
-        timeout = params.get('timeout', 30)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
-            raise AttachmentError(f'timeout: {timeout!r} must be a number of seconds above 0 and at most 3600')
-        chosen = [name for name, value in (('request', request), ('addresses', addresses), ('attachment_ids', ids)) if value is not None]
-        if state == 'present' and len(chosen) != 1:
-            raise AttachmentError('state=present needs exactly one of request (with aliases) or addresses')
-        if state == 'absent' and len(chosen) != 1:
-            raise AttachmentError('state=absent needs exactly one of request, addresses or attachment_ids')
-        return aliases, request, addresses, ids
-
-    def _flags(self, dom: Any) -> tuple[bool, bool]:
-        active, persistent = dom.active(), dom.persistent()
-        live = self.params.get('live')
-        config = self.params.get('persistent')
-        live = active if live is None else live
-        config = persistent if config is None else config
-        if live and not active:
-            raise AttachmentError(f'live: true, but domain {dom.name!r} is shut off')
-        if config and not persistent:
-            raise AttachmentError(f'persistent: true, but domain {dom.name!r} is transient (it has no persistent configuration)')
-        if not live and not config:
-            raise AttachmentError(f'live and persistent are both false for domain {dom.name!r}: nothing would change')
-        return live, config
-
-    # -- the domain now --------------------------------------------------------------------------
-    @staticmethod
-    def _ours(dom: Any) -> list[Attached]:
-        """Our attachments, in attach order (metadata order; ones without metadata last)."""
-        found: dict[str, Attached] = {}
-        sources = []
-        if dom.active():
-            sources.append((parse_hostdevs(dom.xml()), True))
-        if dom.persistent():
-            sources.append((parse_hostdevs(dom.xml(inactive=True)), False))
-        for hostdevs, live in sources:
-            for hostdev in hostdevs:
-                if hostdev.attachment_id is None:
-                    continue
-                item = found.setdefault(hostdev.attachment_id, Attached(hostdev.attachment_id, hostdev.address, None))
-                if live:
-                    item.live = True
-                else:
-                    item.config = True
-        # The persistent configuration's record first, the live one's for what only runs.
-        records = dom.metadata(live=False) if dom.persistent() else []
-        if dom.active():
-            known = {record['id'] for record in records}
-            records += [record for record in dom.metadata(live=True) if record['id'] not in known]
-        order = []
-        for record in records:
-            item = found.get(record['id'])
-            if item is not None:
-                item.alias = record['alias']
-                order.append(item)
-        return order + [item for key, item in found.items() if item not in order]
+        self.open_domain = open_domain
 
     def run(self) -> dict[str, Any]:
-        aliases, request, addresses, ids = self._parse()
         params = self.params
-        whitelist = Whitelist.parse(params['device_spec'] if params.get('device_spec') is not None
-                                    else _hoststate.load(params['config_path']).get('device_spec'))
-        sysfs = Sysfs(params['sysfs_root'])
-        sysfs.check()
-        query = params['state'] == 'query'
+        query = self.request.state == 'query'
+        snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params.get('device_spec'), params['config_path'])
         if not query and not self.check_mode:
             EventLoop.start()
         conn = Libvirt(params['uri'], read_only=query or self.check_mode)
         try:
             dom = self.open_domain(conn, params['domain'])
             if query:
-                return self._result(dom, sysfs, [], [], changed=False)
-            live, config = self._flags(dom)
+                domain = read_domain_state(dom)
+                return self._result(dom, snapshot, domain, Plan(drop_records=[str(r['id']) for r in domain.stale_records]), Outcome(), changed=False)
             with HostLock(params['config_path'], check_mode=self.check_mode):
-                plan = self._plan(conn, dom, sysfs, whitelist, aliases, request, addresses, ids)
-                if self.check_mode or (not plan.attach and not plan.detach):
-                    return self._result(dom, sysfs, [self._would(a) for a in plan.attach],
-                                        [d.record() for d in plan.detach], changed=bool(plan.attach or plan.detach))
-                attached = self._attach(dom, plan, live, config)
-                detached = self._detach(dom, plan, attached, live, config)
-            return self._result(dom, sysfs, [a.record() for a in attached],
-                                [dict(d.record(), confirmed_by=self.confirmed.get(d.attachment_id)) for d in detached], changed=True)
+                domain = read_domain_state(dom)
+                live, config = run_flags(domain, params.get('live'), params.get('persistent'))
+                plan = plan_attachment(snapshot, domain, self.request)
+                if self.check_mode or not plan.changes:
+                    return self._result(dom, snapshot, domain, plan, None, changed=plan.changes)
+                outcome = Attacher(dom, domain, live, config, float(params.get('timeout') or 30)).apply(plan)
+                return self._result(dom, snapshot, read_domain_state(dom), plan, outcome, changed=True)
         finally:
             conn.close()
 
     @staticmethod
-    def _would(item: tuple[PciAddress, str | None]) -> dict[str, Any]:
-        return {'attachment_id': None, 'address': str(item[0]), 'alias': item[1]}
-
-    # -- deciding --------------------------------------------------------------------------------
-    def _plan(self, conn: Libvirt, dom: Any, sysfs: Sysfs, whitelist: Whitelist, aliases: dict, request: list | None,
-              addresses: list[PciAddress] | None, ids: list[str] | None) -> Plan:
-        plan = Plan()
-        ours = self._ours(dom)
-        present = self.params['state'] == 'present'
-        if ids is not None:
-            known = {item.attachment_id: item for item in ours}
-            for index, attachment_id in enumerate(ids):
-                if attachment_id not in known:
-                    raise AttachmentError(f'attachment_ids[{index}]: {attachment_id} is not attached to domain {dom.name!r}')
-                plan.detach.append(known[attachment_id])
-            return plan
-        if not present and addresses is not None:
-            by_address = {item.address: item for item in ours}
-            for index, address in enumerate(addresses):
-                if address not in by_address:
-                    raise AttachmentError(f'addresses[{index}]: {address} is not attached to domain {dom.name!r} by this collection')
-                plan.detach.append(by_address[address])
-            return plan
-        if not present:   # absent by request: up to count devices of each alias, most recent first
-            for item in request:
-                plan.detach.extend([a for a in ours if a.alias == item.alias][::-1][:item.count])
-            return plan
-
-        additions = []
-        for item in request or ():
-            have = [a for a in ours if a.alias == item.alias]
-            if item.count > len(have):
-                additions.append(AliasRequest(item.alias, item.count - len(have)))
-            elif item.count < len(have):
-                plan.detach.extend(have[::-1][:len(have) - item.count])
-        if not additions and addresses is None:
-            return plan        # nothing to choose: no need to read the host's devices
-
-        devices = {device.address: device for device in sysfs.read_devices()}
-        allocations = domain_allocations(conn.domains())
-        states = assess(devices, whitelist, allocations, for_domain=dom.uuid)
-        if addresses is not None:
-            mine = {item.address for item in ours}
-            for index, address in enumerate(addresses):
-                if address in mine:
-                    continue
-                state = states.get(address)
-                if state is None:
-                    raise AttachmentError(f'addresses[{index}]: there is no PCI device {address} on this host')
-                if state.status == STATUS_AVAILABLE:
-                    plan.attach.append((address, None))
-                    continue
-                if state.allocation is not None:
-                    why = f'it is allocated to domain {state.allocation.domain_name}'
-                elif state.spec is None:
-                    why = 'it is not in the whitelist'
-                else:
-                    why = f'it is unavailable: {state.reason}'
-                raise AttachmentError(f'addresses[{index}]: {address} cannot be attached: {why}')
-            return plan
-
-        if additions:
-            nodes = numa_nodes(dom.xml(inactive=not dom.active()))
-            result = fit(additions, aliases, candidates(states), numa_nodes=nodes, sockets=sysfs.numa_sockets())
-            if not result.ok:
-                raise AttachmentError('request: not enough free devices on this host: ' + '; '.join(result.problems))
-            for name, chosen in result.devices.items():
-                plan.attach.extend((address, name) for address in chosen)
-        return plan
-
-    # -- changing --------------------------------------------------------------------------------
-    def _attach(self, dom: Any, plan: Plan, live: bool, config: bool) -> list[Attached]:
-        done: list[Attached] = []
-        try:
-            for address, alias in plan.attach:
-                item = Attached(str(uuid.uuid4()), address, alias, live, config)
-                try:
-                    dom.attach(hostdev_xml(address, item.attachment_id), live, config)
-                except LibvirtCallFailed as exc:
-                    raise AttachmentFailed(f'{address} (alias {alias or "-"}): attach failed: {exc}') from None
-                done.append(item)
-            if done:
-                self._write_metadata(dom, [a for a in self._ours(dom) if a.attachment_id not in {d.attachment_id for d in done}] + done,
-                                     live, config)
-        except (AttachmentFailed, LibvirtCallFailed) as exc:
-            left = self._undo(dom, done, live, config)
-            tail = (f'rolled back the {len(done)} device(s) this run attached; nothing was left behind' if not left
-                    else 'rollback FAILED, still attached: ' + '; '.join(left))
-            raise AttachmentFailed(f'{exc}; {tail}') from None
-        return done
-
-    def _write_metadata(self, dom: Any, items: list[Attached], live: bool, config: bool) -> None:
-        records = [{'id': a.attachment_id, 'alias': a.alias, 'address': str(a.address)} for a in items]
-        dom.set_metadata(records, live, config)
-
-    def _undo(self, dom: Any, done: list[Attached], live: bool, config: bool) -> list[str]:
-        """Detach what this run attached and write the metadata back; what could not be undone."""
-        left = []
-        for item in reversed(done):
-            problem = self._remove(dom, item, item.live, item.config)
-            if problem:
-                left.append(f'{item.address} ({problem})')
-        if done:
-            try:
-                self._write_metadata(dom, self._ours(dom), live, config)
-            except LibvirtCallFailed as exc:
-                left.append(str(exc))
-        return left
-
-    def _remove(self, dom: Any, item: Attached, live: bool, config: bool, in_config: set[str] | None = None) -> str | None:
-        """Detach one device: live first (confirmed), then the persistent configuration. None when done.
-
-        ``in_config``: the aliases in the persistent configuration, when the caller has read them.
-        """
-        timeout = float(self.params.get('timeout', 30))
-        if live and item.libvirt_alias in dom.live_aliases():
-            try:
-                dom.detach(item.libvirt_alias, True, False)
-            except LibvirtCallFailed as exc:
-                return f'live detach failed: {exc}'
-            outcome = self._wait_removed(dom, item.libvirt_alias, timeout)
-            if outcome == 'failed':
-                return 'the guest refused the unplug (device-removal-failed); still attached'
-            if outcome == 'timeout':
-                return f'still attached: the guest did not release it within {timeout:g} s'
-            self.confirmed[item.attachment_id] = 'device-removed event' if outcome == 'event' else 'gone from the live XML'
-        else:
-            self.confirmed[item.attachment_id] = 'persistent configuration'
-        if in_config is None and config:
-            in_config = {h.alias for h in parse_hostdevs(dom.xml(inactive=True))}
-        if config and item.libvirt_alias in in_config:
-            try:
-                dom.detach(item.libvirt_alias, False, True)
-            except LibvirtCallFailed as exc:
-                return f'persistent detach failed: {exc}'
-        return None
-
-    @staticmethod
-    def _wait_removed(dom: Any, alias: str, timeout: float) -> str:
-        """'event', 'failed', 'absent' (gone from the live XML, no event within EVENT_GRACE s) or 'timeout'.
-
-        The event is the confirmation; the live XML is checked too, in case the event is lost (a
-        connection without an event loop, a libvirt that does not send it).
-        """
-        deadline = time.monotonic() + timeout
-        gone_at = None
-        wait = getattr(dom, 'wait_event', time.sleep)
-        while True:
-            state = getattr(dom, 'removed', {}).get(alias)
-            if state == 'removed':
-                return 'event'
-            if state == 'failed':
-                return 'failed'
-            now = time.monotonic()
-            if gone_at is None and alias not in dom.live_aliases():
-                gone_at = now
-            if gone_at is not None and now - gone_at >= EVENT_GRACE:
-                return 'absent'
-            if now >= deadline:
-                return 'absent' if gone_at is not None else 'timeout'
-            wait(0.25)
-
-    def _detach(self, dom: Any, plan: Plan, attached: list[Attached], live: bool, config: bool) -> list[Attached]:
-        if not plan.detach:
-            return []
-        if live and dom.active() and hasattr(dom, 'watch_removals'):
-            dom.watch_removals()
-        done = []
-        in_config = {h.alias for h in parse_hostdevs(dom.xml(inactive=True))} if config else set()
-        for item in plan.detach:
-            problem = self._remove(dom, item, live, config, in_config)
-            if problem:
-                undone = self._undo(dom, attached, live, config) if attached else []
-                try:
-                    self._write_metadata(dom, self._ours(dom), live, config)
-                except LibvirtCallFailed:
-                    pass
-                message = f'{item.address} (attachment {item.attachment_id}): {problem}'
-                if done:
-                    message += f'; detached before it: {", ".join(str(d.address) for d in done)}'
-                if attached:
-                    message += ('; the devices this run attached were detached again' if not undone
-                                else '; rollback FAILED for: ' + '; '.join(undone))
-                raise AttachmentFailed(message)
-            done.append(item)
-        gone = {d.attachment_id for d in done}
-        self._write_metadata(dom, [a for a in self._ours(dom) if a.attachment_id not in gone], live, config)
-        return done
-
-    # -- reporting -------------------------------------------------------------------------------
-    def _result(self, dom: Any, sysfs: Sysfs, attached: list[dict], detached: list[dict], changed: bool) -> dict[str, Any]:
-        aliases = {a.attachment_id: a.alias for a in self._ours(dom)}
-        live = dom.active()
-        hostdevs = parse_hostdevs(dom.xml(inactive=not live))
-        if live and dom.persistent():
+    def _result(dom: Any, snapshot: HostSnapshot, domain: DomainState, plan: Plan, outcome: Outcome | None,
+                changed: bool) -> dict[str, Any]:
+        aliases = {item.attachment_id: item.alias for item in domain.attachments}
+        hostdevs = parse_hostdevs(dom.xml(inactive=not domain.active))
+        if domain.active and domain.persistent:
             seen = {h.address for h in hostdevs}
             hostdevs += [h for h in parse_hostdevs(dom.xml(inactive=True)) if h.address not in seen]
-        devices = []
-        for hostdev in hostdevs:
-            try:
-                device = sysfs.read_device(hostdev.address)
-                ids = (device.vendor_id, device.product_id)
-            except Exception:   # pylint: disable=broad-exception-caught  # a device gone from the host
-                ids = (None, None)
-            devices.append({'attachment_id': hostdev.attachment_id, 'serverId': dom.uuid, 'dev_id': hostdev.address.dev_id,
-                            'address': str(hostdev.address), 'inner_address': hostdev.inner_address,
-                            'vendor_id': ids[0], 'product_id': ids[1], 'alias': aliases.get(hostdev.attachment_id)})
-        return {'changed': changed, 'domain': {'name': dom.name, 'uuid': dom.uuid}, 'pci_devices': devices,
-                'attached': attached, 'detached': detached}
+        devices = [server_device(domain.uuid, h.address, h.attachment_id, h.inner_address, snapshot.device(h.address),
+                                 alias=aliases.get(h.attachment_id) if h.attachment_id else None) for h in hostdevs]
+        if outcome is None:       # check mode, or nothing to do
+            attached = [item.record() for item in plan.attach]
+            detached = [item.record() for item in plan.detach]
+        else:
+            attached = [item.record() for item in outcome.attached]
+            detached = [dict(item.record(), confirmed_by=outcome.confirmed.get(item.attachment_id)) for item in outcome.detached]
+        return {'changed': changed, 'domain': {'name': domain.name, 'uuid': domain.uuid}, 'pci_devices': devices,
+                'attached': attached, 'detached': detached,
+                'orphans': [{'attachment_id': item.attachment_id, 'address': str(item.address)} for item in domain.orphans],
+                'stale_records': list(plan.drop_records), 'warnings': list(plan.warnings)}

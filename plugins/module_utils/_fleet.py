@@ -15,10 +15,9 @@ import html
 import json
 from typing import Any, Iterable, Mapping
 
+from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import Alias, AliasRequest
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import COUNTERS
 from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import candidates_from_pools, fit
-from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import Alias, AliasRequest
-
-COUNTERS = ('count', 'total', 'allocated', 'unavailable')
 FLEET_POOL_KEYS = ('vendor_id', 'product_id', 'dev_type')
 _POOL_REQUIRED = COUNTERS + FLEET_POOL_KEYS
 

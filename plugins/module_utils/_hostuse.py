@@ -21,9 +21,8 @@ import ipaddress
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress, PciAddressError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import HostUse, PciAddress, PciAddressError
 
 _SIOCGIFADDR = 0x8915
 _IPV6_SCOPE_GLOBAL = '00'
@@ -85,21 +84,6 @@ class KernelNetFacts:
                 return [line.split() for line in handle]
         except OSError:
             return []
-
-
-@dataclass
-class HostUse:
-    """Why the host needs each device it uses (address -> reasons, in words an operator reads)."""
-
-    reasons: dict[PciAddress, list[str]] = field(default_factory=dict)
-
-    def add(self, address: PciAddress, reason: str) -> None:
-        reasons = self.reasons.setdefault(address, [])
-        if reason not in reasons:
-            reasons.append(reason)
-
-    def of(self, address: PciAddress) -> list[str]:
-        return self.reasons.get(address, [])
 
 
 class HostUseReader:

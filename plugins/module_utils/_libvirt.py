@@ -15,9 +15,14 @@ from __future__ import annotations
 import threading
 import traceback
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress, PciAddressError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed, Refused
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
+    ALIAS_PREFIX,
+    DomainInfo,
+    Hostdev,
+    PciAddress,
+    PciAddressError,
+)
 
 LIBVIRT_IMPORT_ERROR: str | None
 try:
@@ -28,56 +33,16 @@ except ImportError:
 else:
     LIBVIRT_IMPORT_ERROR = None
 
-# Our attachments carry a user alias "ua-pci-<uuid>" (libvirt requires the "ua-" prefix).
-ALIAS_PREFIX = 'ua-pci-'
+class LibvirtUnavailable(Refused):
+    """libvirt cannot be used: bindings missing, the daemon at ``uri`` cannot be reached, or it stopped answering a read."""
 
 
-class LibvirtUnavailable(Exception):
-    """libvirt cannot be used: bindings missing or the daemon at ``uri`` cannot be reached."""
-
-
-class DomainNotFound(Exception):
+class DomainNotFound(Refused):
     """No domain with that name or UUID."""
 
 
-@dataclass(frozen=True)
-class Hostdev:
-    """One PCI device in one domain's XML."""
-
-    address: PciAddress
-    alias: str | None
-    inner_address: str | None
-    managed: bool
-    kind: str  # 'hostdev' or 'interface'
-
-    @property
-    def attachment_id(self) -> str | None:
-        if self.alias and self.alias.startswith(ALIAS_PREFIX):
-            return self.alias[len(ALIAS_PREFIX):]
-        return None
-
-
-@dataclass
-class Allocation:
-    """A device held by a domain, in its live configuration, its persistent one, or both."""
-
-    address: PciAddress
-    domain_uuid: str
-    domain_name: str
-    attachment_id: str | None
-    inner_address: str | None
-    live: bool = False
-    persistent: bool = False
-
-
-@dataclass
-class DomainInfo:
-    uuid: str
-    name: str
-    active: bool
-    persistent: bool
-    hostdevs_live: list[Hostdev]
-    hostdevs_config: list[Hostdev]
+class LibvirtCallFailed(ChangeFailed):
+    """A libvirt call that changes a domain failed; the message is libvirt's."""
 
 
 def _guest_address(element: ET.Element) -> str | None:
@@ -171,28 +136,6 @@ class Libvirt:
         return sorted(infos, key=lambda info: info.name)
 
 
-def allocations(domains: list[DomainInfo]) -> dict[PciAddress, Allocation]:
-    """Which domain holds each device. A device in two domains' XML (only possible in inactive
-    configs) is reported for the first domain by name."""
-    result: dict[PciAddress, Allocation] = {}
-    for info in domains:
-        for hostdevs, live in ((info.hostdevs_live, True), (info.hostdevs_config, False)):
-            for hostdev in hostdevs:
-                allocation = result.get(hostdev.address)
-                if allocation is None:
-                    allocation = result[hostdev.address] = Allocation(
-                        hostdev.address, info.uuid, info.name, hostdev.attachment_id, hostdev.inner_address)
-                elif allocation.domain_uuid != info.uuid:
-                    continue
-                if live:
-                    allocation.live = True
-                    allocation.inner_address = hostdev.inner_address or allocation.inner_address
-                else:
-                    allocation.persistent = True
-                allocation.attachment_id = allocation.attachment_id or hostdev.attachment_id
-    return result
-
-
 def find_domain(domains: list[DomainInfo], name_or_uuid: str) -> DomainInfo:
     """The domain whose name or UUID (any case) is ``name_or_uuid``."""
     wanted = name_or_uuid.strip()
@@ -203,17 +146,13 @@ def find_domain(domains: list[DomainInfo], name_or_uuid: str) -> DomainInfo:
 
 
 def _not_found(name_or_uuid: str) -> DomainNotFound:
-    return DomainNotFound(f'domain {name_or_uuid!r} does not exist (no domain has that name or UUID)')
+    return DomainNotFound(f'domain: domain {name_or_uuid!r} does not exist (no domain has that name or UUID)')
 
 
 # -- the write side: attach, detach, metadata, device-removed events ----------------------------------
 
 METADATA_URI = 'urn:passthrough-libvirt:attachments:1'
 METADATA_KEY = 'ptlv'
-
-
-class LibvirtCallFailed(Exception):
-    """A libvirt call that changes a domain failed; the message is libvirt's."""
 
 
 def hostdev_xml(address: PciAddress, attachment_id: str) -> str:
@@ -286,7 +225,11 @@ class EventLoop:
 
 
 class DomainHandle:
-    """One domain, opened read-write: its XML, device attach/detach and our metadata."""
+    """One domain, opened read-write: its XML, device attach/detach and our metadata.
+
+    Every libvirt error surfaces as one of the collection's errors: a read that fails (the daemon
+    stopped, the domain vanished) as ``LibvirtUnavailable``, a change that fails as ``LibvirtCallFailed``.
+    """
 
     def __init__(self, conn: Libvirt, name_or_uuid: str) -> None:
         self.conn = conn
@@ -296,7 +239,9 @@ class DomainHandle:
             try:
                 self.dom = lookup(wanted)
                 break
-            except libvirt.libvirtError:
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_INVALID_ARG):
+                    raise self._unavailable('look up the domain', exc) from None
                 continue
         if self.dom is None:
             raise _not_found(name_or_uuid)
@@ -304,14 +249,23 @@ class DomainHandle:
         self.removed: dict[str, str] = {}       # alias -> 'removed' | 'failed', from events
         self._events = threading.Condition()
 
+    def _unavailable(self, what: str, exc) -> LibvirtUnavailable:
+        return LibvirtUnavailable(f'libvirt at uri {self.conn.uri!r} did not answer when asked to {what}: {exc.get_error_message()}')
+
+    def _read(self, what: str, call, *args):
+        try:
+            return call(*args)
+        except libvirt.libvirtError as exc:
+            raise self._unavailable(what, exc) from None
+
     def active(self) -> bool:
-        return bool(self.dom.isActive())
+        return bool(self._read('say whether the domain runs', self.dom.isActive))
 
     def persistent(self) -> bool:
-        return bool(self.dom.isPersistent())
+        return bool(self._read('say whether the domain is persistent', self.dom.isPersistent))
 
     def xml(self, inactive: bool = False) -> str:
-        return self.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
+        return self._read('give the domain XML', self.dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
 
     @staticmethod
     def flags(live: bool, config: bool) -> int:
@@ -333,8 +287,10 @@ class DomainHandle:
         try:
             xml = self.dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_URI,
                                     libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-        except libvirt.libvirtError:
-            return []          # no metadata of ours yet
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                return []          # no metadata of ours yet
+            raise self._unavailable("give the domain's metadata", exc) from None
         return parse_metadata(xml)
 
     def set_metadata(self, records: list[dict[str, str | None]], live: bool, config: bool) -> None:
@@ -344,7 +300,7 @@ class DomainHandle:
         except libvirt.libvirtError as exc:
             raise LibvirtCallFailed(f'cannot write the attachments metadata: {exc.get_error_message()}') from None
 
-    def watch_removals(self) -> int:
+    def watch_removals(self) -> None:
         """Record device-removed and removal-failed events of this domain (needs EventLoop started)."""
         def record(dom, alias, what):
             if dom.UUIDString() == self.uuid:
@@ -358,12 +314,16 @@ class DomainHandle:
         def failed(_conn, dom, alias, _opaque):
             record(dom, alias, 'failed')
 
-        ids = [self.conn.conn.domainEventRegisterAny(self.dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, removed, None)]
+        register = self.conn.conn.domainEventRegisterAny
+        self._read('watch device removals', register, self.dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, removed, None)
         failed_id = getattr(libvirt, 'VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED', None)
         if failed_id is not None:
-            ids.append(self.conn.conn.domainEventRegisterAny(self.dom, failed_id, failed, None))
-        self._event_ids = ids
-        return len(ids)
+            self._read('watch device removals', register, self.dom, failed_id, failed, None)
+
+    def removal_outcome(self, alias: str) -> str | None:
+        """'removed' or 'failed' once libvirt's event for ``alias`` came; None before."""
+        with self._events:
+            return self.removed.get(alias)
 
     def wait_event(self, seconds: float) -> None:
         """Sleep up to ``seconds``, waking early when a removal event comes."""

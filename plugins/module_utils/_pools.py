@@ -18,17 +18,21 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
-from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import Allocation
-from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import Alias, AliasRequest, DeviceSpec, Whitelist
-from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsDevice
-
-STATUS_AVAILABLE = 'available'
-STATUS_ALLOCATED = 'allocated'
-STATUS_UNAVAILABLE = 'unavailable'
-STATUS_UNMANAGED = 'unmanaged'
-STATUS_UNKNOWN = 'unknown'
-STATUSES = (STATUS_AVAILABLE, STATUS_ALLOCATED, STATUS_UNAVAILABLE, STATUS_UNMANAGED, STATUS_UNKNOWN)
+from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import Alias, AliasRequest
+from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import DeviceSpec, Whitelist
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
+    COUNTERS,
+    DEV_TYPE_PF,
+    STATUS_ALLOCATED,
+    STATUS_AVAILABLE,
+    STATUS_UNAVAILABLE,
+    STATUS_UNKNOWN,
+    STATUS_UNMANAGED,
+    Allocation,
+    DeviceState,
+    PciAddress,
+    PciDevice,
+)
 
 # vfio-pci and the vendor variants built on it (mlx5_vfio_pci, nvgrace_gpu_vfio_pci, ...).
 _PASSTHROUGH_DRIVER = re.compile(r'^(vfio-pci|[a-z0-9_]+_vfio_pci)$')
@@ -45,29 +49,27 @@ def managed(spec: DeviceSpec) -> bool:
     return str(value).strip().lower() not in _OFF
 
 
-@dataclass(frozen=True)
-class DeviceState:
-    device: SysfsDevice
-    spec: DeviceSpec | None
-    status: str
-    reason: str | None = None
-    allocation: Allocation | None = None
-
-
 def _holder(allocation: Allocation) -> str:
     return f'domain {allocation.domain_name}'
 
 
-def assess(devices: Mapping[PciAddress, SysfsDevice], whitelist: Whitelist,
+def host_use_reason(uses: Iterable[str]) -> str:
+    """The unavailable reason of a device the host uses, in one wording for every module."""
+    return 'the host uses it: ' + '; '.join(uses)
+
+
+def assess(devices: Mapping[PciAddress, PciDevice], whitelist: Whitelist,
            allocations: Mapping[PciAddress, Allocation] | None,
            host_use: Any = None, for_domain: str | None = None) -> dict[PciAddress, DeviceState]:
     """Each device's status. ``allocations`` None: libvirt could not be read, so nothing is known to be free.
 
     ``host_use`` (an object with ``of(address) -> [reasons]``) makes whitelisted devices the host
-    uses unavailable. ``for_domain`` (a domain UUID): IOMMU group siblings that domain holds do not block.
+    uses unavailable; the reasons are kept in ``DeviceState.host_use`` (a run with ``force`` may
+    lift that block, and only that one). ``for_domain`` (a domain UUID): IOMMU group siblings that
+    domain holds do not block.
     """
     specs = {address: (None if device.is_bridge else whitelist.match(device, devices)) for address, device in devices.items()}
-    groups: dict[int, list[SysfsDevice]] = {}
+    groups: dict[int, list[PciDevice]] = {}
     for device in devices.values():
         if device.iommu_group is not None and not device.is_bridge:
             groups.setdefault(device.iommu_group, []).append(device)
@@ -82,14 +84,21 @@ def assess(devices: Mapping[PciAddress, SysfsDevice], whitelist: Whitelist,
         elif spec is None:
             states[address] = DeviceState(device, None, STATUS_UNMANAGED)
         else:
-            reason = _blocked(device, spec, allocations, groups, host_use, for_domain)
-            states[address] = DeviceState(device, spec, STATUS_UNAVAILABLE if reason else STATUS_AVAILABLE, reason)
+            uses = tuple(host_use.of(address)) if host_use is not None else ()
+            reason = _blocked(device, spec, allocations, groups, for_domain) or (host_use_reason(uses) if uses else None)
+            states[address] = DeviceState(device, spec, STATUS_UNAVAILABLE if reason else STATUS_AVAILABLE, reason,
+                                          host_use=uses)
     return states
 
 
-def _blocked(device: SysfsDevice, spec: DeviceSpec, allocations: Mapping[PciAddress, Allocation],
-             groups: Mapping[int, list[SysfsDevice]], host_use: Any, for_domain: str | None) -> str | None:
-    """Why a whitelisted, unallocated device cannot be given to a guest; None when it can."""
+def blocked_only_by_host_use(state: DeviceState) -> bool:
+    """Whether ``force`` would make the device available: the host's use of it is its only block."""
+    return state.status == STATUS_UNAVAILABLE and bool(state.host_use) and state.reason == host_use_reason(state.host_use)
+
+
+def _blocked(device: PciDevice, spec: DeviceSpec, allocations: Mapping[PciAddress, Allocation],
+             groups: Mapping[int, list[PciDevice]], for_domain: str | None) -> str | None:
+    """Why a whitelisted, unallocated device cannot be given to a guest, the host's use aside; None when it can."""
     if device.physfn is not None and device.physfn in allocations:
         return f'its PF {device.physfn} is allocated to {_holder(allocations[device.physfn])}'
     for vf in device.virtfns:
@@ -109,17 +118,12 @@ def _blocked(device: SysfsDevice, spec: DeviceSpec, allocations: Mapping[PciAddr
     if not managed(spec) and not passthrough_capable(device.driver):
         return (f'bound to {device.driver or "no driver"}, not vfio-pci, and device_spec[{spec.index}] has managed off '
                 '(libvirt will not rebind it)')
-    if host_use is not None:
-        reasons = host_use.of(device.address)
-        if reasons:
-            return 'the host uses it: ' + '; '.join(reasons)
     return None
 
 
 # -- pools ----------------------------------------------------------------------------------------
 
 POOL_KEYS = ('vendor_id', 'product_id', 'dev_type', 'numa_node', 'parent_addr')
-COUNTERS = ('count', 'total', 'allocated', 'unavailable')
 
 
 def _tags_key(tags: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -178,11 +182,15 @@ class Candidate:
     iommu_group: int | None = None
     # Whitelisted, free IOMMU group siblings: taken together (reserved for the same domain).
     siblings: tuple[PciAddress, ...] = ()
+    # The host uses it, and the run was given force: chosen only when nothing else fits.
+    host_used: bool = False
 
 
-def candidates(states: Mapping[PciAddress, DeviceState]) -> list[Candidate]:
-    """The free devices of a host, with their free IOMMU group siblings."""
-    free = [state for state in states.values() if state.status == STATUS_AVAILABLE]
+def candidates(states: Mapping[PciAddress, DeviceState], force: bool = False) -> list[Candidate]:
+    """The free devices of a host, with their free IOMMU group siblings; with ``force``, also those
+    whose only block is the host's use of them (``host_used``)."""
+    free = [state for state in states.values()
+            if state.status == STATUS_AVAILABLE or (force and blocked_only_by_host_use(state))]
     by_group: dict[int, list[PciAddress]] = {}
     for state in free:
         if state.device.iommu_group is not None:
@@ -193,7 +201,8 @@ def candidates(states: Mapping[PciAddress, DeviceState]) -> list[Candidate]:
         siblings = tuple(sorted(a for a in by_group.get(device.iommu_group, ()) if a != device.address)) \
             if device.iommu_group is not None else ()
         result.append(Candidate(device.address, device.vendor_id, device.product_id, device.dev_type, device.numa_node,
-                                state.spec.tags if state.spec else {}, device.physfn, device.iommu_group, siblings))
+                                state.spec.tags if state.spec else {}, device.physfn, device.iommu_group, siblings,
+                                host_used=state.status != STATUS_AVAILABLE))
     return result
 
 
@@ -258,7 +267,8 @@ def fit(request: list[AliasRequest], aliases: Mapping[str, Alias], free: list[Ca
     Per alias, in request order: devices the alias matches (PFs only when its device_type asks),
     not excluded by an earlier choice (a PF excludes its VFs and a VF its PF), allowed by the
     alias's NUMA policy for a guest on ``numa_nodes`` (None: no placement, no constraint), best
-    NUMA rank first, then lowest address: the same inputs always give the same devices.
+    NUMA rank first, then devices the host does not use (``host_used`` comes only with force), then
+    lowest address: the same inputs always give the same devices.
     """
     nodes = frozenset(numa_nodes) if numa_nodes is not None else None
     result = Fit()
@@ -282,13 +292,13 @@ def fit(request: list[AliasRequest], aliases: Mapping[str, Alias], free: list[Ca
                 matching.append(c)
         usable = [c for c in matching
                   if not (c.physfn is not None and c.physfn in taken)
-                  and not (c.dev_type == 'type-PF' and c.address in taken_pfs)]
-        ranked = sorted(((rank, c.address, c) for c in usable
-                         if (rank := _policy_rank(c, policy, nodes, sockets)) is not None), key=lambda t: t[:2])
+                  and not (c.dev_type == DEV_TYPE_PF and c.address in taken_pfs)]
+        ranked = sorted(((rank, c.host_used, c.address, c) for c in usable
+                         if (rank := _policy_rank(c, policy, nodes, sockets)) is not None), key=lambda t: t[:3])
         if len(ranked) < item.count:
             result.problems.append(_shortage(item, alias, len(ranked), len(usable), len(matching), nodes, policy))
             continue
-        for _rank, address, candidate in ranked[:item.count]:
+        for _rank, _host_used, address, candidate in ranked[:item.count]:
             result.devices[item.alias].append(address)
             taken.add(address)
             if candidate.physfn is not None:

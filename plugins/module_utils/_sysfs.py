@@ -20,50 +20,18 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress, PciAddressError
-
-BRIDGE_CLASS_PREFIXES = ('0604', '0609')  # PCI-to-PCI and semi-transparent bridges
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed, Refused
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress, PciAddressError, PciDevice
 
 
-class SysfsError(Exception):
-    """The sysfs tree cannot be read (missing root, no bus/pci, unreadable device)."""
+
+class SysfsError(Refused):
+    """The sysfs tree cannot be read (missing root, no bus/pci, unreadable device), or a value that must not reach it."""
 
 
-@dataclass
-class SysfsDevice:
-    """One PCI function as sysfs describes it. Ids are lowercase hex strings without ``0x``."""
-
-    address: PciAddress
-    vendor_id: str
-    product_id: str
-    class_id: str
-    subsystem_vendor_id: str | None
-    subsystem_product_id: str | None
-    revision: str | None
-    driver: str | None
-    numa_node: int | None
-    iommu_group: int | None
-    physfn: PciAddress | None
-    sriov_totalvfs: int | None
-    sriov_numvfs: int | None
-    link: dict[str, object] = field(default_factory=dict)
-    netdevs: list[str] = field(default_factory=list)
-    virtfns: list[PciAddress] = field(default_factory=list)
-
-    @property
-    def is_bridge(self) -> bool:
-        return self.class_id.startswith(BRIDGE_CLASS_PREFIXES)
-
-    @property
-    def dev_type(self) -> str:
-        """Nova's device type: ``type-VF`` (has a PF), ``type-PF`` (SR-IOV capable) or ``type-PCI``."""
-        if self.physfn is not None:
-            return 'type-VF'
-        if self.sriov_totalvfs:
-            return 'type-PF'
-        return 'type-PCI'
+class SysfsWriteFailed(ChangeFailed):
+    """A write to sysfs failed, or the kernel did not do what the write asked."""
 
 
 _O_DIR = os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) | getattr(os, 'O_CLOEXEC', 0)
@@ -241,7 +209,7 @@ class Sysfs:
                 sockets[int(name[4:])] = package
         return sockets
 
-    def read_device(self, address: PciAddress) -> SysfsDevice:
+    def read_device(self, address: PciAddress) -> PciDevice:
         """Read one device. Raises SysfsError when it does not exist."""
         self.check()
         devices_fd = os.open(self.devices_dir, _O_DIR)
@@ -253,7 +221,7 @@ class Sysfs:
             raise SysfsError(f'PCI device {address} does not exist under {self.devices_dir}')
         return device
 
-    def read_devices(self) -> list[SysfsDevice]:
+    def read_devices(self) -> list[PciDevice]:
         """Every device, sorted by address, with each PF's ``virtfns`` filled from its VFs' ``physfn``."""
         addresses = self.addresses()
         devices = []
@@ -271,7 +239,7 @@ class Sysfs:
                 by_address[device.physfn].virtfns.append(device.address)
         return devices
 
-    def _read_at(self, devices_fd: int, address: PciAddress) -> SysfsDevice | None:
+    def _read_at(self, devices_fd: int, address: PciAddress) -> PciDevice | None:
         # One open of the device directory (through the kernel's bus/pci/devices link); every
         # attribute is then opened relative to it, without resolving the long path again.
         try:
@@ -283,7 +251,7 @@ class Sysfs:
         finally:
             os.close(fd)
 
-    def _read_device_dir(self, fd: int, address: PciAddress) -> SysfsDevice | None:
+    def _read_device_dir(self, fd: int, address: PciAddress) -> PciDevice | None:
         uevent_text = _read_at(fd, 'uevent')
         if uevent_text is None:
             return None
@@ -309,7 +277,7 @@ class Sysfs:
                 numvfs = _int(_read_at(fd, 'sriov_numvfs'))
 
         numa_node = _int(_read_at(fd, 'numa_node'))
-        return SysfsDevice(
+        return PciDevice(
             address=address,
             vendor_id=vendor_id,
             product_id=product_id,
@@ -351,11 +319,11 @@ class SysfsWriter:
         try:
             fd = os.open(path, _O_WRITE)
         except OSError as exc:
-            raise SysfsError(f'cannot open {path} for writing: {exc.strerror}') from None
+            raise SysfsWriteFailed(f'cannot open {path} for writing: {exc.strerror}') from None
         try:
             os.write(fd, value.encode('ascii'))
         except OSError as exc:
-            raise SysfsError(f'writing {value.strip()!r} to {path} failed: {exc.strerror}') from None
+            raise SysfsWriteFailed(f'writing {value.strip()!r} to {path} failed: {exc.strerror}') from None
         finally:
             os.close(fd)
 
@@ -404,7 +372,7 @@ class SysfsControl:
             self.writer.write(self._path(address, 'driver_override'), '\n')
         bound = self.driver(address)
         if bound != driver:
-            raise SysfsError(f'{address}: bound to {bound or "no driver"} after probing, expected {driver} '
+            raise SysfsWriteFailed(f'{address}: bound to {bound or "no driver"} after probing, expected {driver} '
                              f'(is the {driver} module loaded?)')
         return True
 

@@ -143,37 +143,33 @@ aliases_free:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate, _inventory
-from ansible_collections.passthrough.libvirt.plugins.module_utils._hoststate import HostStateError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import LibvirtUnavailable
+from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import parse_aliases
+from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import with_host_options
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostSnapshot
 from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import candidates, free_per_alias, pools
-from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError, parse_aliases
-from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsError
 
 
 def argument_spec() -> dict:
-    return dict(
+    return with_host_options(
         device_spec=dict(type='list', elements='dict'),
         aliases=dict(type='list', elements='dict'),
-        uri=dict(type='str', default='qemu:///system'),
-        sysfs_root=dict(type='path', default='/sys'),
-        config_path=dict(type='path', default=_hoststate.DEFAULT_CONFIG_PATH),
     )
 
 
 def run(params: dict) -> dict:
     """The module's work, free of AnsibleModule; raises the collection's errors."""
     aliases = parse_aliases(params['aliases'])
-    view = _inventory.collect(sysfs_root=params['sysfs_root'], uri=params['uri'], device_spec=params['device_spec'],
-                              config_path=params['config_path'], require_libvirt=True, addresses=[])
-    stats = pools(view.states)
+    snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params['device_spec'], params['config_path'])
+    states = snapshot.states()
+    stats = pools(states)
     result = dict(
         changed=False,
-        hypervisor=dict(hypervisor_hostname=view.hostname, pci_stats=stats),
-        ansible_facts=dict(pci_stats=stats, pci_hypervisor_hostname=view.hostname),
+        hypervisor=dict(hypervisor_hostname=snapshot.hostname, pci_stats=stats),
+        ansible_facts=dict(pci_stats=stats, pci_hypervisor_hostname=snapshot.hostname),
     )
     if params['aliases'] is not None:
-        result['aliases_free'] = free_per_alias(aliases, candidates(view.states))
+        result['aliases_free'] = free_per_alias(aliases, candidates(states))
     return result
 
 
@@ -181,7 +177,7 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
         result = run(module.params)
-    except (SysfsError, SpecError, HostStateError, LibvirtUnavailable) as exc:
+    except PassthroughError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
 

@@ -215,16 +215,14 @@ domain:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate
-from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import AttachmentError, AttachmentFailed, AttachmentRun
-from ansible_collections.passthrough.libvirt.plugins.module_utils._hoststate import HostStateError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import DomainNotFound, LibvirtUnavailable
-from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import with_host_options
+from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import OPTION_RULES, AttachmentRun, parse_options
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import DomainHandle
 
 
 def argument_spec() -> dict:
-    return dict(
+    return with_host_options(
         domain=dict(type='str', required=True),
         state=dict(type='str', choices=['present', 'absent', 'query'], default='present'),
         request=dict(type='raw'),
@@ -234,21 +232,24 @@ def argument_spec() -> dict:
         live=dict(type='bool'),
         persistent=dict(type='bool'),
         timeout=dict(type='float', default=30),
+        force=dict(type='bool', default=False),
         device_spec=dict(type='list', elements='dict'),
-        uri=dict(type='str', default='qemu:///system'),
-        sysfs_root=dict(type='path', default='/sys'),
-        config_path=dict(type='path', default=_hoststate.DEFAULT_CONFIG_PATH),
     )
 
 
+def run(params: dict, check_mode: bool, open_domain=DomainHandle) -> dict:
+    """The module's work, free of AnsibleModule; raises the collection's errors."""
+    return AttachmentRun(params, parse_options(params), check_mode, open_domain).run()
+
+
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, **OPTION_RULES)
     try:
-        result = AttachmentRun(module.params, module.check_mode).run()
-    except DomainNotFound as exc:
-        module.fail_json(msg=f'domain: {exc}')
-    except (AttachmentError, AttachmentFailed, SpecError, SysfsError, HostStateError, LibvirtUnavailable) as exc:
+        result = run(module.params, module.check_mode)
+    except PassthroughError as exc:
         module.fail_json(msg=str(exc))
+    for warning in result.pop('warnings'):
+        module.warn(warning)
     module.exit_json(**result)
 
 

@@ -348,39 +348,35 @@ pci_devices:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate, _inventory
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress, PciAddressError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._hoststate import HostStateError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import STATUSES
-from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import (
-    DomainNotFound,
-    LibvirtUnavailable,
-    find_domain,
-)
-from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError, parse_id
-from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import with_host_options
+from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import parse_id
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostSnapshot
+from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import LibvirtUnavailable, find_domain
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import DEV_TYPES, STATUSES, PciAddress, PciAddressError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._records import device_record, server_device
 
 
 def argument_spec() -> dict:
-    return dict(
+    return with_host_options(
         address=dict(type='str'),
         domain=dict(type='str'),
         vendor_id=dict(type='str'),
         product_id=dict(type='str'),
-        dev_type=dict(type='str', choices=list(_inventory.DEV_TYPES)),
+        dev_type=dict(type='str', choices=list(DEV_TYPES)),
         status=dict(type='str', choices=list(STATUSES)),
         device_spec=dict(type='list', elements='dict'),
         pcie_link=dict(type='bool', default=False),
         require_libvirt=dict(type='bool', default=True),
-        uri=dict(type='str', default='qemu:///system'),
-        sysfs_root=dict(type='path', default='/sys'),
-        config_path=dict(type='path', default=_hoststate.DEFAULT_CONFIG_PATH),
     )
 
 
 def run(params: dict) -> tuple[dict, list[str]]:
     """The module's work, free of AnsibleModule: returns (result, warnings); raises the collection's errors."""
-    address = PciAddress.parse(params['address']) if params['address'] is not None else None
+    try:
+        address = PciAddress.parse(params['address']) if params['address'] is not None else None
+    except PciAddressError as exc:
+        raise PciAddressError(f'address: {exc}') from None
     filters = {}
     for key in ('vendor_id', 'product_id'):
         if params[key] is not None:
@@ -389,42 +385,36 @@ def run(params: dict) -> tuple[dict, list[str]]:
         if params[key] is not None:
             filters[key] = params[key]
 
-    view = _inventory.collect(
-        sysfs_root=params['sysfs_root'],
-        uri=params['uri'],
-        device_spec=params['device_spec'],
-        config_path=params['config_path'],
-        require_libvirt=params['require_libvirt'],
-        addresses=[address] if address is not None else None,
-        pcie_link=params['pcie_link'],
-    )
+    snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params['device_spec'], params['config_path'],
+                                 require_libvirt=params['require_libvirt'], pcie_link=params['pcie_link'])
     warnings = []
-    if not view.allocations_known:
-        warnings.append(f'allocations unknown: {view.libvirt_error}; every device has status "unknown"')
-
-    devices = view.devices
+    if not snapshot.allocations_known:
+        warnings.append(f'allocations unknown: {snapshot.libvirt_error}; every device has status "unknown"')
+    states = snapshot.states()
+    listed = [states[address]] if address is not None and address in states else [] if address is not None else list(states.values())
+    domain = None
     if params['domain'] is not None:
-        if not view.allocations_known:
-            raise LibvirtUnavailable(f'domain {params["domain"]!r} cannot be looked up: {view.libvirt_error}')
-        domain = find_domain(view.domains, params['domain'])
-        devices = [device for device in devices if device['instance_uuid'] == domain.uuid]
-        server = dict(id=domain.uuid, name=domain.name, pci_devices=[
-            dict(attachment_id=device['attachment_id'], serverId=domain.uuid, dev_id=device['dev_id'], address=device['address'],
-                 inner_address=device['extra_info'].get('inner_address'), vendor_id=device['vendor_id'],
-                 product_id=device['product_id'])
-            for device in devices])
+        if not snapshot.allocations_known:
+            raise LibvirtUnavailable(f'domain: {params["domain"]!r} cannot be looked up: {snapshot.libvirt_error}')
+        domain = find_domain(snapshot.domains, params['domain'])
+        listed = [state for state in listed if state.allocation is not None and state.allocation.domain_uuid == domain.uuid]
+    names = snapshot.names
+    devices = [device_record(state, names, snapshot.group_members(state.device)) for state in sorted(listed, key=lambda s: s.device.address)]
     devices = [device for device in devices if all(device[key] == value for key, value in filters.items() if value != '*')]
 
     result = dict(
         changed=False,
-        hypervisor_hostname=view.hostname,
-        allocations_known=view.allocations_known,
+        hypervisor_hostname=snapshot.hostname,
+        allocations_known=snapshot.allocations_known,
         pci_devices=devices,
     )
     if address is not None:
         result['pci_device'] = devices[0] if devices else None
-    if params['domain'] is not None:
-        result['server'] = server
+    if domain is not None:
+        result['server'] = dict(id=domain.uuid, name=domain.name, pci_devices=[
+            server_device(domain.uuid, state.device.address, state.allocation.attachment_id, state.allocation.inner_address,
+                          state.device)
+            for state in sorted(listed, key=lambda s: s.device.address)])
     return result, warnings
 
 
@@ -432,11 +422,7 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
         result, warnings = run(module.params)
-    except PciAddressError as exc:
-        module.fail_json(msg=f'address: {exc}')
-    except DomainNotFound as exc:
-        module.fail_json(msg=f'domain: {exc}')
-    except (SysfsError, SpecError, HostStateError, LibvirtUnavailable) as exc:
+    except PassthroughError as exc:
         module.fail_json(msg=str(exc))
     for warning in warnings:
         module.warn(warning)

@@ -176,21 +176,13 @@ whitelist:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate
-from ansible_collections.passthrough.libvirt.plugins.module_utils._hoststate import HostStateError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import LibvirtUnavailable
-from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._whitelist import (
-    DEFAULT_RULES_PATH,
-    WhitelistFailed,
-    WhitelistRefused,
-    WhitelistRun,
-)
+from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import with_host_options
+from ansible_collections.passthrough.libvirt.plugins.module_utils._binding import DEFAULT_RULES_PATH, WhitelistRun
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
 
 
 def argument_spec() -> dict:
-    return dict(
+    return with_host_options(
         state=dict(type='str', choices=['present', 'absent'], default='present'),
         device_spec=dict(type='list', elements='dict'),
         driver=dict(type='str', default='vfio-pci'),
@@ -198,9 +190,6 @@ def argument_spec() -> dict:
         persist=dict(type='bool', default=False),
         persist_path=dict(type='path', default=DEFAULT_RULES_PATH),
         force=dict(type='bool', default=False),
-        uri=dict(type='str', default='qemu:///system'),
-        sysfs_root=dict(type='path', default='/sys'),
-        config_path=dict(type='path', default=_hoststate.DEFAULT_CONFIG_PATH),
     )
 
 
@@ -211,7 +200,7 @@ def main() -> None:
     params = dict(module.params, _diff=module._diff, driver=module.params['driver'] or None)
     try:
         result = WhitelistRun(params, module.check_mode).run()
-    except (SpecError, SysfsError, HostStateError, LibvirtUnavailable, WhitelistRefused, WhitelistFailed) as exc:
+    except PassthroughError as exc:
         module.fail_json(msg=str(exc))
     for warning in result.pop('warnings'):
         module.warn(warning)

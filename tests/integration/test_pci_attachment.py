@@ -115,7 +115,7 @@ def test_a_device_held_by_one_domain_is_never_given_to_another(tmp_path, host, d
      "domain: domain 'pcitest-nonexistent' does not exist (no domain has that name or UUID)"),
     ({'request': 'tpu:1', 'aliases': ALIASES}, "request: 'tpu:1' names unknown alias 'tpu' (known: gpu, vf)"),
     ({'request': 'vf:x', 'aliases': ALIASES}, "request: count 'x' in 'vf:x' is not a whole number"),
-    ({'request': 'vf:1'}, 'request: needs aliases to say what each alias name means'),
+    ({'request': 'vf:1'}, "missing parameter(s) required by 'request': aliases"),
     ({'request': 'vf:9', 'aliases': ALIASES}, 'request: not enough free devices on this host: vf: 9 requested, 4 free'),
     ({'addresses': ['0000:19:00.0']}, 'addresses[0]: 0000:19:00.0 cannot be attached: it is not in the whitelist'),
     ({'addresses': ['../etc']}, "addresses[0]: invalid PCI address '../etc'"),
@@ -124,7 +124,8 @@ def test_a_device_held_by_one_domain_is_never_given_to_another(tmp_path, host, d
     ({'addresses': ['0000:3b:02.0'], 'timeout': -5}, 'timeout: -5.0 must be a number of seconds above 0 and at most 3600'),
     ({'state': 'absent', 'attachment_ids': ['nope']}, "attachment_ids[0]: 'nope' is not an attachment id (a UUID)"),
     ({'request': 'vf:1', 'aliases': ALIASES, 'addresses': ['0000:3b:02.0']},
-     'state=present needs exactly one of request (with aliases) or addresses'),
+     'parameters are mutually exclusive: request|addresses|attachment_ids'),
+    ({'state': 'absent'}, 'state is absent but any of the following are missing: request, addresses, attachment_ids'),
 ])
 def test_bad_input_is_one_clear_message_and_changes_nothing(tmp_path, host, define_domain, args, message):
     dom = define_domain()
@@ -194,8 +195,9 @@ def test_eight_jobs_at_once_five_free_devices(tmp_path, host, define_domain, con
 def test_a_failure_on_the_second_device_rolls_back_the_first(tmp_path, host, define_domain):
     """Test double: the real DomainHandle, except that its second attach call fails as libvirt would.
     A real daemon cannot be made to fail the second of two config-mode attaches on demand."""
-    from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import AttachmentFailed, AttachmentRun
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed
     from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import DomainHandle, LibvirtCallFailed
+    from ansible_collections.passthrough.libvirt.plugins.modules.pci_attachment import run
 
     class SecondAttachFails(DomainHandle):
         calls = 0
@@ -209,14 +211,14 @@ def test_a_failure_on_the_second_device_rolls_back_the_first(tmp_path, host, def
     dom = define_domain()
     params = dict(host, domain=dom.name(), state='present', request='vf:2', aliases=ALIASES, addresses=None,
                   attachment_ids=None, live=None, persistent=None, timeout=5.0, uri='qemu:///system')
-    with pytest.raises(AttachmentFailed) as info:
-        AttachmentRun(params, False, open_domain=SecondAttachFails).run()
+    with pytest.raises(ChangeFailed) as info:
+        run(params, False, open_domain=SecondAttachFails)
     assert str(info.value) == (f'{VFS[1]} (alias vf): attach failed: internal error: injected failure of the second attach; '
                                'rolled back the 1 device(s) this run attached; nothing was left behind')
     assert SecondAttachFails.calls == 2
     assert config_hostdevs(dom) == []
     # and the host is as it was: the same request now succeeds with the same devices
-    done = AttachmentRun(params, False).run()
+    done = run(params, False)
     assert [a['address'] for a in done['attached']] == VFS[:2]
 
 
@@ -238,7 +240,7 @@ def _running(conn, xml_text, name):
 def test_a_live_unplug_is_confirmed_by_the_device_removed_event(conn, native, expected):
     """The confirmation machinery on the real daemon, with a device this machine can hot-plug (virtio-rng;
     hostdevs need the lab). Native PCIe hot-plug releases it at once; ACPI hot-plug without a guest OS never."""
-    from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import AttachmentRun
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import wait_removed
     from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import DomainHandle, EventLoop, Libvirt
 
     EventLoop.start()
@@ -254,7 +256,7 @@ def test_a_live_unplug_is_confirmed_by_the_device_removed_event(conn, native, ex
         dom.attachDeviceFlags("<rng model='virtio'><backend model='random'>/dev/urandom</backend><alias name='ua-rng-t'/></rng>",
                               libvirt.VIR_DOMAIN_AFFECT_LIVE)
         handle.detach('ua-rng-t', True, False)
-        assert AttachmentRun._wait_removed(handle, 'ua-rng-t', 3.0) == expected   # pylint: disable=protected-access
+        assert wait_removed(handle, 'ua-rng-t', 3.0) == expected
         assert ("ua-rng-t" in dom.XMLDesc(0)) is (expected == 'timeout')
     finally:
         dom.destroy()

@@ -9,7 +9,7 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress, PciAddressError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress, PciAddressError
 
 SAFE = re.compile(r'^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$')
 

@@ -8,14 +8,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
-from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import (
-    AliasRequest,
-    SpecError,
-    parse_aliases,
-    parse_request,
-)
-from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsDevice
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress
+from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import AliasRequest, parse_aliases, parse_request
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import SpecError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciDevice
 
 ALIASES = parse_aliases([
     {'name': 'a1', 'vendor_id': '8086', 'product_id': '154c', 'device_type': 'type-VF', 'tags': {'physical_network': 'physnet1'}},
@@ -26,7 +22,7 @@ ALIASES = parse_aliases([
 
 
 def device(vendor, product, physfn=None, totalvfs=None):
-    return SysfsDevice(address=PciAddress.parse('0000:3b:02.0'), vendor_id=vendor, product_id=product, class_id='020000',
+    return PciDevice(address=PciAddress.parse('0000:3b:02.0'), vendor_id=vendor, product_id=product, class_id='020000',
                        subsystem_vendor_id=None, subsystem_product_id=None, revision='00', driver=None, numa_node=0,
                        iommu_group=1, physfn=PciAddress.parse(physfn) if physfn else None, sriov_totalvfs=totalvfs, sriov_numvfs=0)
 

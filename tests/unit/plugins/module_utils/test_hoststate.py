@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._hoststate import HostLock, HostStateError, load, save
+from ansible_collections.passthrough.libvirt.plugins.module_utils._atomic import FileWriteFailed
+from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostLock, HostStateError, load_state as load, save_state as save
 
 
 def test_missing_file_is_an_empty_state(tmp_path):
@@ -35,7 +36,7 @@ def test_a_failed_save_leaves_the_previous_file(tmp_path):
     path = tmp_path / 'state.json'
     save(str(path), {'device_spec': [{'vendor_id': '8086'}]})
     before = path.read_bytes()
-    with pytest.raises(HostStateError, match='cannot be written'):
+    with pytest.raises(FileWriteFailed, match='cannot be written'):
         save(str(path), {'device_spec': [{'vendor_id': object()}]})       # not serialisable half-way
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ['state.json']
@@ -54,7 +55,7 @@ def test_foreign_or_broken_files_are_named(tmp_path, content, message):
 
 HOLD = """
 import sys, time
-from ansible_collections.passthrough.libvirt.plugins.module_utils._hoststate import HostLock
+from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostLock
 with HostLock(sys.argv[1]):
     print('held', flush=True)
     time.sleep(float(sys.argv[2]))

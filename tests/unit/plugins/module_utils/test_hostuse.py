@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress
 from ansible_collections.passthrough.libvirt.plugins.module_utils._hostuse import HostUseReader, KernelNetFacts, pci_address_in_path
 from ansible_collections.passthrough.libvirt.tests import sysfs_tree
 

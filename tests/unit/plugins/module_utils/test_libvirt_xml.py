@@ -7,14 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
-from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import (
-    DomainInfo,
-    DomainNotFound,
-    allocations,
-    find_domain,
-    parse_hostdevs,
-)
+from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import DomainNotFound, find_domain, parse_hostdevs
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import DomainInfo, PciAddress, allocations
 
 DOMAIN_XML = """
 <domain type='kvm'>

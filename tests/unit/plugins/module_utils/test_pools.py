@@ -14,9 +14,9 @@ import random
 
 import pytest
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
-from ansible_collections.passthrough.libvirt.plugins.module_utils._hostuse import HostUse
-from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import Allocation
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import HostUse
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import Allocation
 from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import (
     assess,
     candidates,
@@ -25,7 +25,8 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import 
     free_per_alias,
     pools,
 )
-from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import Whitelist, parse_aliases, parse_request
+from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import parse_aliases, parse_request
+from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import Whitelist
 from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import Sysfs
 from ansible_collections.passthrough.libvirt.tests import sysfs_tree
 

@@ -9,14 +9,16 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
-from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError, Whitelist, parse_id
-from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import Sysfs, SysfsDevice
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress
+from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import Whitelist, parse_id
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import SpecError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import Sysfs
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciDevice
 from ansible_collections.passthrough.libvirt.tests import sysfs_tree
 
 
 def device(address='0000:3b:02.1', vendor='8086', product='154c', class_id='020000', driver='iavf', numa=0, netdevs=()):
-    return SysfsDevice(
+    return PciDevice(
         address=PciAddress.parse(address), vendor_id=vendor, product_id=product, class_id=class_id,
         subsystem_vendor_id='8086', subsystem_product_id='0000', revision='02', driver=driver, numa_node=numa,
         iommu_group=40, physfn=None, sriov_totalvfs=None, sriov_numvfs=None, netdevs=list(netdevs))

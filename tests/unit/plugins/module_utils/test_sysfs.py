@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress
 from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import Sysfs, SysfsError
 from ansible_collections.passthrough.libvirt.tests import sysfs_tree
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
-from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import Sysfs, SysfsControl, SysfsError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress
+from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import Sysfs, SysfsControl, SysfsError, SysfsWriteFailed
 from ansible_collections.passthrough.libvirt.tests import sysfs_tree
 from ansible_collections.passthrough.libvirt.tests.kernel_double import KernelDouble
 
@@ -81,7 +81,7 @@ def test_restore_to_no_driver(host):
 
 def test_a_driver_that_does_not_bind_is_reported(host):
     control, _kernel = host
-    with pytest.raises(SysfsError, match=r'0000:3c:00.0: bound to no driver after probing, expected pci-stub \(is the pci-stub module loaded\?\)'):
+    with pytest.raises(SysfsWriteFailed, match=r'0000:3c:00.0: bound to no driver after probing, expected pci-stub \(is the pci-stub module loaded\?\)'):
         control.bind(GPU, 'pci-stub')
 
 
@@ -116,5 +116,5 @@ def test_numvfs_limits(host):
 def test_the_kernel_double_refuses_nonzero_to_nonzero(host):
     """The rule set_numvfs works around is real: the double enforces it like the kernel."""
     _control, kernel = host
-    with pytest.raises(SysfsError, match='Device or resource busy'):
+    with pytest.raises(SysfsWriteFailed, match='Device or resource busy'):
         kernel.write(str(kernel.root / 'bus/pci/devices/0000:3b:00.0/sriov_numvfs'), '8')

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
-from ansible_collections.passthrough.libvirt.plugins.module_utils._hostuse import HostUse
-from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError, Whitelist
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import HostUse
+from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import Whitelist
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import SpecError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import Sysfs, SysfsError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._whitelist import Bind, Restore, SetVfs, plan_bindings, plan_sriov
+from ansible_collections.passthrough.libvirt.plugins.module_utils._binding import Bind, Restore, SetVfs, plan_bindings, plan_sriov
 from ansible_collections.passthrough.libvirt.tests import sysfs_tree
 
 A = PciAddress.parse

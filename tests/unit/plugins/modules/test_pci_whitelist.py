@@ -14,9 +14,10 @@ import json
 
 import pytest
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress
 from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import Sysfs
-from ansible_collections.passthrough.libvirt.plugins.module_utils._whitelist import WhitelistFailed, WhitelistRefused, WhitelistRun
+from ansible_collections.passthrough.libvirt.plugins.module_utils._binding import WhitelistRun
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed, Refused
 from ansible_collections.passthrough.libvirt.tests import sysfs_tree
 from ansible_collections.passthrough.libvirt.tests.kernel_double import KernelDouble
 
@@ -106,7 +107,7 @@ def test_a_device_leaving_the_whitelist_goes_back(host):
 
 def test_the_host_uses_the_nic_refused_unless_forced(host):
     net = Net({'ens1f0': ['10.0.0.5']})
-    with pytest.raises(WhitelistRefused) as info:
+    with pytest.raises(Refused) as info:
         host(device_spec=[{'address': '0000:3b:00.0', 'product_id': '1572'}], net=net)
     assert str(info.value) == ('nothing was changed: 0000:3b:00.0: the host uses it: network interface ens1f0 has address 10.0.0.5 '
                                '(force: true to take it anyway)')
@@ -120,7 +121,7 @@ def test_the_host_uses_the_nic_refused_unless_forced(host):
 def test_a_failure_half_way_is_rolled_back(host):
     faulty = KernelDouble(host.kernel.root, native_drivers=host.kernel.native_drivers,
                           fail_on=('bus/pci/drivers_probe', '0000:3c:00.0'))
-    with pytest.raises(WhitelistFailed) as info:
+    with pytest.raises(ChangeFailed) as info:
         host(device_spec=GPUS + [{'address': '0000:19:00.0'}], writer=faulty)
     assert 'Input/output error' in str(info.value)
     # 0000:19:00.0 was bound; 0000:3c:00.0 was unbound from nvidia when probing failed: both are undone
@@ -149,7 +150,7 @@ def test_vf_counts_and_persistence(host):
 
 def test_vfs_held_by_a_domain_block_a_new_count(host, tmp_path):
     (tmp_path / 'node.xml').write_text(NODE.replace("bus='0x86' slot='0x00' function='0x0'", "bus='0x3b' slot='0x02' function='0x2'"))
-    with pytest.raises(WhitelistRefused, match='0000:3b:00.0: cannot change its VFs from 4 to 8: a domain holds 0000:3b:02.2'):
+    with pytest.raises(Refused, match='0000:3b:00.0: cannot change its VFs from 4 to 8: a domain holds 0000:3b:02.2'):
         host(device_spec=GPUS, sriov=[{'pf': '0000:3b:00.0', 'numvfs': 8}])
     assert host.kernel.writes == []
 

@@ -4,15 +4,13 @@
 
 # This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
 
-"""The whitelist (Nova's ``device_spec``), aliases, and requests for devices by alias and count.
+"""The whitelist (Nova's ``device_spec``): one entry (``DeviceSpec``, Nova's devspec) and the list (``Whitelist``).
 
 Differences from Nova, on purpose (see docs/whitelist.md):
 - regexes in an ``address`` dict must match the whole field (Nova matches a prefix);
 - an id that is not a string is a clear error (Nova crashes on integers);
 - extra match keys: ``class_id`` (prefix), ``driver``, ``subsystem_vendor_id``,
   ``subsystem_product_id``, ``numa_node``, and VF ranges (``"0000:3b:00.0#0-3,7"``);
-- a request such as ``"a1,b1:2"`` is an error naming the part without a count (Nova raises
-  a ValueError from deep inside), and so is an alias requested twice.
 """
 
 from __future__ import annotations
@@ -21,18 +19,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress, PciAddressError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsDevice
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import SpecError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress, PciAddressError, PciDevice
 
 ANY = '*'
 _HEX4 = re.compile(r'^[0-9a-f]{1,4}$')
 _ADDRESS_FIELDS = (('domain', 8, 0xFFFFFFFF), ('bus', 2, 0xFF), ('slot', 2, 0x1F), ('function', 1, 0x7))
 _MATCH_KEYS = ('vendor_id', 'product_id', 'address', 'devname', 'class_id', 'driver',
                'subsystem_vendor_id', 'subsystem_product_id', 'numa_node')
-
-
-class SpecError(ValueError):
-    """A whitelist entry that cannot be used; the message names the entry, the field and the value."""
 
 
 def _where(index: int, key: str) -> str:
@@ -115,11 +109,11 @@ def _parse_vf_range(where: str, value: str, text: str) -> frozenset[int]:
     return frozenset(indexes)
 
 
-def _pf_of(device: SysfsDevice, devices: Mapping[PciAddress, SysfsDevice]) -> SysfsDevice | None:
+def _pf_of(device: PciDevice, devices: Mapping[PciAddress, PciDevice]) -> PciDevice | None:
     return devices.get(device.physfn) if device.physfn is not None else None
 
 
-def vf_index(device: SysfsDevice, devices: Mapping[PciAddress, SysfsDevice]) -> int | None:
+def vf_index(device: PciDevice, devices: Mapping[PciAddress, PciDevice]) -> int | None:
     """A VF's index on its PF (N of the PF's virtfnN link). VF routing ids grow with the index
     (PF + offset + N * stride), so it is the VF's position among its PF's VFs sorted by address."""
     pf = _pf_of(device, devices)
@@ -211,7 +205,7 @@ class DeviceSpec:
             return all(pattern.fullmatch(values[name]) for name, pattern in self.address_regex.items())
         return True
 
-    def _place_matches(self, device: SysfsDevice, devices: Mapping[PciAddress, SysfsDevice]) -> bool:
+    def _place_matches(self, device: PciDevice, devices: Mapping[PciAddress, PciDevice]) -> bool:
         """Address and devname: the device itself, or for a VF its PF (Nova's PF-to-VF rule, and VF ranges)."""
         pf = _pf_of(device, devices)
         if self.vf_range is not None:
@@ -226,7 +220,7 @@ class DeviceSpec:
             return True
         return pf is not None and self.exact_address is not None and pf.address == self.exact_address
 
-    def matches(self, device: SysfsDevice, devices: Mapping[PciAddress, SysfsDevice] | None = None) -> bool:
+    def matches(self, device: PciDevice, devices: Mapping[PciAddress, PciDevice] | None = None) -> bool:
         """Whether the entry matches the device; ``devices`` (every device by address) lets a VF match by its PF."""
         checks = (
             self.vendor_id in (ANY, device.vendor_id),
@@ -254,200 +248,9 @@ class Whitelist:
             raise SpecError(f'device_spec: {device_spec!r} must be a list of entries')
         return cls([DeviceSpec.parse(index, entry) for index, entry in enumerate(device_spec)])
 
-    def match(self, device: SysfsDevice, devices: Mapping[PciAddress, SysfsDevice] | None = None) -> DeviceSpec | None:
+    def match(self, device: PciDevice, devices: Mapping[PciAddress, PciDevice] | None = None) -> DeviceSpec | None:
         """The first entry that matches; ``devices`` (every device by address) lets a VF match by its PF."""
         for entry in self.entries:
             if entry.matches(device, devices):
                 return entry
         return None
-
-
-# -- aliases ------------------------------------------------------------------------------------
-
-DEVICE_TYPES = ('type-PCI', 'type-PF', 'type-VF')
-NUMA_POLICIES = ('required', 'legacy', 'preferred', 'socket')
-_ALIAS_KEYS = ('name', 'vendor_id', 'product_id', 'device_type', 'numa_policy', 'tags',
-               # accepted for compatibility with Nova's alias, not used for matching
-               'capability_type', 'live_migratable', 'resource_class', 'traits')
-# Alias names end up in domain metadata and in reports: keep them to a safe, readable set.
-_ALIAS_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
-_STRICT_HEX4 = re.compile(r'^[0-9a-fA-F]{4}$')
-
-
-def _tag_text(value: Any) -> str:
-    """Tags compare as text, with YAML's booleans as 'true'/'false' (trusted: true == trusted: "true")."""
-    if isinstance(value, bool):
-        return 'true' if value else 'false'
-    return str(value).strip().lower()
-
-
-@dataclass(frozen=True)
-class AliasEntry:
-    """One entry of the aliases list; entries sharing a name are OR-ed."""
-
-    index: int
-    name: str
-    vendor_id: str | None = None
-    product_id: str | None = None
-    device_type: str | None = None
-    numa_policy: str | None = None
-    tags: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def parse(cls, index: int, entry: Any) -> AliasEntry:
-        where = f'aliases[{index}]'
-        if not isinstance(entry, dict):
-            raise SpecError(f'{where}: {entry!r} must be a dict like {{name: a1, vendor_id: "10de", product_id: "20b5"}}')
-        unknown = sorted(str(key) for key in entry if key not in _ALIAS_KEYS)
-        if unknown:
-            raise SpecError(f'{where}: unknown key(s) {", ".join(map(repr, unknown))} (known: {", ".join(_ALIAS_KEYS)})')
-        name = entry.get('name')
-        if not isinstance(name, str) or not _ALIAS_NAME.match(name):
-            raise SpecError(f'{where}.name: {name!r} must be 1-64 letters, digits, "_", "-" or ".", starting with a letter or digit')
-        ids = {}
-        for key in ('vendor_id', 'product_id'):
-            value = entry.get(key)
-            if value is None:
-                continue
-            if not isinstance(value, str) or not _STRICT_HEX4.match(value):
-                raise SpecError(f'{where}.{key}: {value!r} must be exactly 4 hex digits as a string, like "10de"')
-            ids[key] = value.lower()
-        choices = {}
-        for key, allowed in (('device_type', DEVICE_TYPES), ('numa_policy', NUMA_POLICIES), ('capability_type', ('pci',))):
-            value = entry.get(key)
-            if value is not None and value not in allowed:
-                raise SpecError(f'{where}.{key}: {value!r} must be one of {", ".join(allowed)}')
-            choices[key] = value
-        live_migratable = entry.get('live_migratable')
-        if live_migratable is not None and _tag_text(live_migratable) not in ('true', 'false', 'yes', 'no'):
-            raise SpecError(f'{where}.live_migratable: {live_migratable!r} must be a boolean')
-        for key in ('resource_class', 'traits'):
-            if entry.get(key) is not None and not isinstance(entry[key], str):
-                raise SpecError(f'{where}.{key}: {entry[key]!r} must be a string')
-        tags = entry.get('tags', {})
-        if not isinstance(tags, dict) or any(not isinstance(key, str) or isinstance(value, (dict, list)) for key, value in tags.items()):
-            raise SpecError(f'{where}.tags: {tags!r} must be a dict of whitelist tags to scalar values, like {{physical_network: physnet1}}')
-        return cls(index=index, name=name, device_type=choices['device_type'], numa_policy=choices['numa_policy'],
-                   tags=tuple(sorted((key, _tag_text(value)) for key, value in tags.items())), **ids)
-
-    def matches(self, device: SysfsDevice, tags: Mapping[str, Any]) -> bool:
-        """``tags``: the device's whitelist tags. Without a device_type, PFs are left out: a PF is given only when asked for."""
-        if self.device_type is None:
-            if device.dev_type == 'type-PF':
-                return False
-        elif device.dev_type != self.device_type:
-            return False
-        return ((self.vendor_id is None or self.vendor_id == device.vendor_id)
-                and (self.product_id is None or self.product_id == device.product_id)
-                and all(key in tags and _tag_text(tags[key]) == value for key, value in self.tags))
-
-
-@dataclass
-class Alias:
-    """Every entry of one alias name. ``device_type`` and ``numa_policy`` are shared by its entries."""
-
-    name: str
-    entries: list[AliasEntry]
-
-    @property
-    def device_type(self) -> str | None:
-        return self.entries[0].device_type
-
-    @property
-    def numa_policy(self) -> str:
-        return self.entries[0].numa_policy or 'legacy'
-
-    def matches(self, device: SysfsDevice, tags: Mapping[str, Any]) -> bool:
-        return any(entry.matches(device, tags) for entry in self.entries)
-
-
-def parse_aliases(value: Any) -> dict[str, Alias]:
-    """The ``aliases`` option: a list of Nova-style alias entries; entries with one name are OR-ed."""
-    if value is None:
-        return {}
-    if not isinstance(value, list):
-        raise SpecError(f'aliases: {value!r} must be a list of alias entries')
-    aliases: dict[str, Alias] = {}
-    for index, item in enumerate(value):
-        entry = AliasEntry.parse(index, item)
-        alias = aliases.setdefault(entry.name, Alias(entry.name, []))
-        for key in ('device_type', 'numa_policy'):
-            if alias.entries and getattr(entry, key) != getattr(alias.entries[0], key):
-                first = alias.entries[0]
-                raise SpecError(f'aliases: alias {entry.name!r} has entries with different {key}: {getattr(first, key)!r} '
-                                f'in aliases[{first.index}], {getattr(entry, key)!r} in aliases[{index}]')
-        alias.entries.append(entry)
-    return aliases
-
-
-# -- requests -------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AliasRequest:
-    """``count`` devices of alias ``alias``; 0 is valid (with state=present it means none)."""
-
-    alias: str
-    count: int
-
-
-def _count(where: str, part: str, value: Any, min_count: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise SpecError(f'{where}: count {value!r} in {part!r} must be a whole number')
-    text = str(value).strip()
-    if not text:
-        raise SpecError(f'{where}: {part!r} has no count (expected alias:count)')
-    if text.lstrip('+-').isdigit() and text.startswith('-'):
-        raise SpecError(f'{where}: count {text!r} in {part!r} must be {min_count} or more')
-    if not text.isdigit() or not text.isascii():
-        raise SpecError(f'{where}: count {text!r} in {part!r} is not a whole number')
-    if int(text) < min_count:
-        raise SpecError(f'{where}: count {text!r} in {part!r} must be {min_count} or more')
-    return int(text)
-
-
-def _check_alias(where: str, part: str, name: str, aliases: Mapping[str, Alias], seen: set[str]) -> None:
-    if name not in aliases:
-        known = ', '.join(sorted(aliases)) or 'none defined'
-        raise SpecError(f'{where}: {part!r} names unknown alias {name!r} (known: {known})')
-    if name in seen:
-        raise SpecError(f'{where}: alias {name!r} is requested twice; give one count per alias')
-    seen.add(name)
-
-
-def parse_request(value: Any, aliases: Mapping[str, Alias], where: str = 'request', min_count: int = 0) -> list[AliasRequest]:
-    """``"a1:2,b1:1"`` (spaces around names and counts allowed) or ``[{alias: a1, count: 2}, ...]``; each
-    count ``min_count`` or more."""
-    requests: list[AliasRequest] = []
-    seen: set[str] = set()
-    if isinstance(value, str):
-        if not value.strip():
-            raise SpecError(f'{where}: {value!r} is empty (expected alias:count[,alias:count])')
-        for position, raw in enumerate(value.split(','), start=1):
-            part = raw.strip()
-            if not part:
-                raise SpecError(f'{where}: part {position} of {value!r} is empty')
-            name, sep, count = part.partition(':')
-            if not sep:
-                raise SpecError(f'{where}: {part!r} has no count (expected alias:count)')
-            if ':' in count:
-                raise SpecError(f'{where}: {part!r} has more than one ":" (expected alias:count)')
-            name = name.strip()
-            if not name:
-                raise SpecError(f'{where}: {part!r} has no alias name (expected alias:count)')
-            number = _count(where, part, count, min_count)
-            _check_alias(where, part, name, aliases, seen)
-            requests.append(AliasRequest(name, number))
-        return requests
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            item_where = f'{where}[{index}]'
-            if not isinstance(item, dict) or set(item) != {'alias', 'count'}:
-                raise SpecError(f'{item_where}: {item!r} must be a dict with exactly the keys alias and count')
-            name = item['alias']
-            if not isinstance(name, str) or not name.strip():
-                raise SpecError(f'{item_where}.alias: {name!r} must be an alias name')
-            number = _count(item_where, f'{name}:{item["count"]}', item['count'], min_count)
-            _check_alias(item_where, name, name.strip(), aliases, seen)
-            requests.append(AliasRequest(name.strip(), number))
-        return requests
-    raise SpecError(f'{where}: {value!r} must be a string like "a1:2,b1:1" or a list of {{alias, count}}')

@@ -4,34 +4,33 @@
 
 # This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
 
-"""Decisions of pci_whitelist, free of side effects: what to bind, restore and resize, or why not.
+"""pci_whitelist's work: the binding plan (pure) and its application (with rollback).
 
-The module reads the host, asks these functions for a plan, and applies it. Every decision is a
-pure function of its inputs, so it is tested as tables of cases.
+``plan_sriov`` and ``plan_bindings`` decide what to resize, bind and give back, or why not, from
+a host snapshot's parts and nothing else: they are tested as tables of cases. ``WhitelistRun``
+reads the snapshot under the host lock, asks them for a plan, applies it through ``SysfsControl``
+and undoes every applied change, newest first, when one fails. ``udev_rules`` writes the
+persistence file's text.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils import _hoststate
-from ansible_collections.passthrough.libvirt.plugins.module_utils._address import PciAddress, PciAddressError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._hoststate import HostLock
-from ansible_collections.passthrough.libvirt.plugins.module_utils._hostuse import HostUse, HostUseReader
-from ansible_collections.passthrough.libvirt.plugins.module_utils._inventory import read_allocations as read_domains
-from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import allocations as domain_allocations
-from ansible_collections.passthrough.libvirt.plugins.module_utils._spec import SpecError, Whitelist
-from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import (
-    Sysfs,
-    SysfsControl,
-    SysfsDevice,
-    SysfsError,
-    SysfsWriter,
-    check_driver_name,
+from ansible_collections.passthrough.libvirt.plugins.module_utils._atomic import read_text, write_atomic
+from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import Whitelist
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed, PassthroughError, Refused, SpecError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostLock, HostSnapshot, load_state, save_state
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
+    STATUS_UNAVAILABLE,
+    HostUse,
+    PciAddress,
+    PciAddressError,
+    PciDevice,
 )
+from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsControl, SysfsWriter, check_driver_name
 
 # Drivers that hand a device to guests, or park it: a group member on one of these is not "used".
 PASSTHROUGH_DRIVERS = ('vfio-pci', 'pci-stub')
@@ -78,7 +77,7 @@ class Plan:
     vf_counts: dict[str, int] = field(default_factory=dict)   # every PF named, changed or not
 
 
-def resolve_pf(where: str, value: Any, devices: Mapping[PciAddress, SysfsDevice]) -> SysfsDevice:
+def resolve_pf(where: str, value: Any, devices: Mapping[PciAddress, PciDevice]) -> PciDevice:
     """An SR-IOV PF given by address or by one of its interface names."""
     if not isinstance(value, str) or not value.strip():
         raise SpecError(f'{where}: {value!r} must be a PF address like "0000:3b:00.0" or its interface name')
@@ -97,7 +96,7 @@ def resolve_pf(where: str, value: Any, devices: Mapping[PciAddress, SysfsDevice]
     return device
 
 
-def plan_sriov(sriov: list[dict[str, Any]], devices: Mapping[PciAddress, SysfsDevice], allocated: set[PciAddress],
+def plan_sriov(sriov: list[dict[str, Any]], devices: Mapping[PciAddress, PciDevice], allocated: set[PciAddress],
                host_use: HostUse, force: bool) -> Plan:
     """VF counts. Changing a count destroys every VF of the PF first (the kernel goes through 0), so
     it is refused while a domain holds one of them, or, unless ``force``, while the host uses one."""
@@ -135,7 +134,7 @@ def plan_sriov(sriov: list[dict[str, Any]], devices: Mapping[PciAddress, SysfsDe
     return plan
 
 
-def plan_bindings(devices: Mapping[PciAddress, SysfsDevice], whitelist: Whitelist, driver: str | None,
+def plan_bindings(devices: Mapping[PciAddress, PciDevice], whitelist: Whitelist, driver: str | None,
                   original_drivers: Mapping[str, str | None], allocated: set[PciAddress], host_use: HostUse,
                   force: bool) -> Plan:
     """Bind what the whitelist matches to ``driver``; give back what left it (with the driver it had).
@@ -184,10 +183,10 @@ def plan_bindings(devices: Mapping[PciAddress, SysfsDevice], whitelist: Whitelis
     return plan
 
 
-def _check_groups(plan: Plan, devices: Mapping[PciAddress, SysfsDevice], wanted: set[PciAddress], driver: str) -> None:
+def _check_groups(plan: Plan, devices: Mapping[PciAddress, PciDevice], wanted: set[PciAddress], driver: str) -> None:
     """Never leave an IOMMU group half bound: a guest gets the whole group or nothing of it."""
     binding = {change.address for change in plan.changes if isinstance(change, Bind)}
-    groups: dict[int, list[SysfsDevice]] = {}
+    groups: dict[int, list[PciDevice]] = {}
     for device in devices.values():
         if device.iommu_group is not None:
             groups.setdefault(device.iommu_group, []).append(device)
@@ -231,14 +230,6 @@ def udev_rules(bindings: Mapping[str, str], vf_counts: Mapping[str, int]) -> str
 
 # -- one run of pci_whitelist -------------------------------------------------------------------------
 
-class WhitelistRefused(Exception):
-    """The run would take what it must not; nothing was changed."""
-
-
-class WhitelistFailed(Exception):
-    """A change failed half-way; the message says what was rolled back and what could not be."""
-
-
 def _rollback(control: SysfsControl, applied: list[Bind | Restore | SetVfs]) -> list[str]:
     """Undo applied changes, newest first; returns what could not be undone."""
     problems = []
@@ -253,17 +244,9 @@ def _rollback(control: SysfsControl, applied: list[Bind | Restore | SetVfs]) -> 
                     control.bind(change.address, change.current)
             else:
                 control.set_numvfs(change.pf, change.current)
-        except SysfsError as exc:
+        except PassthroughError as exc:
             problems.append(f'{change.describe()}: {exc}')
     return problems
-
-
-def _read_file(path: str) -> str | None:
-    try:
-        with open(path, encoding='utf-8') as handle:
-            return handle.read()
-    except OSError:
-        return None
 
 
 class WhitelistRun:
@@ -277,76 +260,84 @@ class WhitelistRun:
                  net: Any = None, proc_root: str = '/proc') -> None:
         self.params = params
         self.check_mode = check_mode
-        self.sysfs = Sysfs(params['sysfs_root'])
-        self.control = SysfsControl(self.sysfs, writer)
+        self.writer = writer
         self.net = net
         self.proc_root = proc_root
-
-    def _devices(self) -> dict[PciAddress, SysfsDevice]:
-        return {device.address: device for device in self.sysfs.read_devices()}
 
     def run(self) -> dict[str, Any]:
         params = self.params
         present = params['state'] == 'present'
-        whitelist = Whitelist.parse(params['device_spec'] if present else [])
         driver = params['driver']
         if driver is not None:
             check_driver_name('driver', driver)
         sriov = [dict(item, numvfs=item['numvfs'] if present else 0) for item in (params['sriov'] or [])]
-        self.sysfs.check()
+        # The snapshot's whitelist is the one this run stores: statuses are judged by it.
+        snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params['device_spec'] if present else [],
+                                     params['config_path'], proc_root=self.proc_root, net=self.net, read_host_use=True)
+        control = SysfsControl(snapshot.sysfs, self.writer)
         with HostLock(params['config_path'], check_mode=self.check_mode):
-            return self._run_locked(present, whitelist, driver, sriov)
+            return self._run_locked(snapshot, control, present, driver, sriov)
 
-    def _run_locked(self, present: bool, whitelist: Whitelist, driver: str | None, sriov: list[dict[str, Any]]) -> dict[str, Any]:
+    def _run_locked(self, snapshot: HostSnapshot, control: SysfsControl, present: bool, driver: str | None,
+                    sriov: list[dict[str, Any]]) -> dict[str, Any]:
         params = self.params
-        state = _hoststate.load(params['config_path'])
-        _hostname, domains = read_domains(params['uri'])
-        allocated = set(domain_allocations(domains))
-        host_use = HostUseReader(self.sysfs.root, self.proc_root, self.net).read()
+        state = load_state(params['config_path'])
+        whitelist = snapshot.whitelist
+        allocated = set(snapshot.allocations)
+        host_use = snapshot.host_use
         force = params['force']
 
-        devices = self._devices()
+        devices = snapshot.devices
         vf_plan = plan_sriov(sriov, devices, allocated, host_use, force)
         bind_plan = plan_bindings(devices, whitelist, driver, state['original_drivers'], allocated, host_use, force)
         refusals = vf_plan.refusals + bind_plan.refusals
         if refusals:
-            raise WhitelistRefused('nothing was changed: ' + ' | '.join(refusals))
+            raise Refused('nothing was changed: ' + ' | '.join(refusals))
 
         before = self._snapshot(devices, state)
         applied: list[Bind | Restore | SetVfs] = []
+        new_state = state
+        state_changed = rules_changed = saved = False
         try:
             if not self.check_mode:
                 # A change counts as applied before it is tried: one that fails half-way (unbound, not
                 # yet probed) is undone with the others.
                 for change in vf_plan.changes:
                     applied.append(change)
-                    self.control.set_numvfs(change.pf, change.count)
+                    control.set_numvfs(change.pf, change.count)
                 if vf_plan.changes:
                     # New VFs exist now: the whitelist may match them.
-                    devices = self._devices()
+                    devices = snapshot.refresh_devices()
                     bind_plan = plan_bindings(devices, whitelist, driver, state['original_drivers'], allocated, host_use, force)
                     if bind_plan.refusals:
-                        raise WhitelistRefused(' | '.join(bind_plan.refusals))
+                        raise Refused(' | '.join(bind_plan.refusals))
                 for change in bind_plan.changes:
                     applied.append(change)
                     if isinstance(change, Bind):
-                        self.control.bind(change.address, change.driver)
+                        control.bind(change.address, change.driver)
                     else:
-                        self.control.restore(change.address, change.driver)
-        except (SysfsError, WhitelistRefused) as exc:
-            problems = _rollback(self.control, applied)
+                        control.restore(change.address, change.driver)
+            new_state = dict(state, device_spec=params['device_spec'] if present else None,
+                             original_drivers=bind_plan.original_drivers,
+                             sriov=dict(state.get('sriov', {}), **vf_plan.vf_counts) if present else {})
+            state_changed = any(new_state.get(key) != state.get(key, {} if key == 'sriov' else None)
+                                for key in ('device_spec', 'original_drivers', 'sriov'))
+            # The bindings are only as good as the record of the drivers to give back: a state file that
+            # cannot be written undoes them too.
+            if state_changed and not self.check_mode:
+                save_state(params['config_path'], new_state)
+                saved = True
+            rules_changed = self._persist(new_state, driver, present)
+        except PassthroughError as exc:
+            problems = _rollback(control, applied)
+            if saved:
+                try:
+                    save_state(params['config_path'], state)
+                except PassthroughError as undo:
+                    problems.append(f'the state file: {undo}')
             undone = f'rolled back {len(applied)} change(s); nothing is left changed' if not problems else \
                 'rollback FAILED for: ' + '; '.join(problems)
-            raise WhitelistFailed(f'{exc}; {undone}') from None
-
-        new_state = dict(state, device_spec=params['device_spec'] if present else None,
-                         original_drivers=bind_plan.original_drivers,
-                         sriov=dict(state.get('sriov', {}), **vf_plan.vf_counts) if present else {})
-        state_changed = any(new_state.get(key) != state.get(key, {} if key == 'sriov' else None)
-                            for key in ('device_spec', 'original_drivers', 'sriov'))
-        rules_changed = self._persist(new_state, driver, present)
-        if state_changed and not self.check_mode:
-            _hoststate.save(params['config_path'], new_state)
+            raise ChangeFailed(f'{exc}; {undone}') from None
 
         changes = vf_plan.changes + bind_plan.changes
         result: dict[str, Any] = {
@@ -359,13 +350,23 @@ class WhitelistRun:
             'whitelist': new_state['device_spec'],
             'warnings': vf_plan.warnings + bind_plan.warnings,
         }
+        if changes and not self.check_mode:
+            snapshot.refresh_devices()      # the drivers and VFs as they are now
+        result['unavailable'] = self._unavailable(snapshot)
         if params.get('_diff'):
-            after_devices = self._devices() if not self.check_mode else None
+            after_devices = snapshot.devices if not self.check_mode else None
             result['diff'] = {'before': before, 'after': self._snapshot(after_devices, new_state) if after_devices is not None
                               else self._predicted(before, changes, new_state)}
         return result
 
-    def _snapshot(self, devices: Mapping[PciAddress, SysfsDevice], state: Mapping[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _unavailable(snapshot: HostSnapshot) -> list[dict[str, str]]:
+        """The whitelisted devices guests cannot have, and why: the same judgement as every other module's."""
+        states = snapshot.states()
+        return [{'address': str(address), 'reason': state.reason} for address, state in sorted(states.items())
+                if state.status == STATUS_UNAVAILABLE]
+
+    def _snapshot(self, devices: Mapping[PciAddress, PciDevice], state: Mapping[str, Any]) -> dict[str, Any]:
         tracked = set(state.get('original_drivers', {}))
         return {
             'device_spec': state.get('device_spec'),
@@ -386,29 +387,19 @@ class WhitelistRun:
     def _persist(self, state: Mapping[str, Any], driver: str | None, present: bool) -> bool:
         """Write (or remove) the udev rules file; returns whether it changed."""
         path = self.params['persist_path']
-        current = _read_file(path)
+        current = read_text(path)
         if self.params['persist'] and present:
             wanted = udev_rules({address: driver for address in state['original_drivers']} if driver else {}, state.get('sriov', {}))
             if current == wanted:
                 return False
             if not self.check_mode:
-                _write_atomic(path, wanted)
+                write_atomic('persist_path', path, wanted)
             return True
         if current is None:
             return False
         if not self.check_mode:
-            os.unlink(path)
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                raise ChangeFailed(f'persist_path {path!r} cannot be removed: {exc.strerror}') from None
         return True
-
-
-def _write_atomic(path: str, content: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix='.passthrough-', dir=directory)
-        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-            os.fchmod(handle.fileno(), 0o644)
-            handle.write(content)
-        os.replace(temporary, path)
-    except OSError as exc:
-        raise SysfsError(f'persist_path {path!r} cannot be written: {exc.strerror}') from None

@@ -1,0 +1,256 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
+
+"""The collection's plain types, with no I/O: what every other layer passes around.
+
+``PciAddress`` is the only way a user's string becomes a sysfs path or an XML attribute. ``PciDevice``
+is one PCI function as the host describes it; ``Hostdev`` one passed-through device in a domain's
+XML; ``Allocation`` which domain holds a device; ``DeviceState`` a device's status for guests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import namedtuple
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import Refused
+
+# Domain: 1 to 8 hex digits (32-bit domains exist: Intel VMD puts its children in 10000+).
+# Bus and slot: exactly 2 hex digits, function: 1 digit 0-7. Nothing else, so the result is
+# always safe to join into a path (no '/', no '..') or to put into XML.
+_ADDRESS_RE = re.compile(
+    r'^(?:(?P<domain>[0-9a-fA-F]{1,8}):)?(?P<bus>[0-9a-fA-F]{2}):(?P<slot>[0-9a-fA-F]{2})\.(?P<function>[0-7])$'
+)
+_MAX_SLOT = 0x1F
+
+
+class PciAddressError(Refused, ValueError):
+    """A string or attribute set that is not a valid PCI address."""
+
+
+_Fields = namedtuple('_Fields', 'domain bus slot function')
+
+
+class PciAddress(_Fields):
+    """A PCI function address: domain, bus, slot (device) and function, as integers.
+
+    A tuple underneath: immutable, hashable, ordered by (domain, bus, slot, function) and cheap to
+    build, which matters when a host has thousands of functions.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, domain: int, bus: int, slot: int, function: int) -> PciAddress:
+        for name, value, limit in (
+            ('domain', domain, 0xFFFFFFFF),
+            ('bus', bus, 0xFF),
+            ('slot', slot, _MAX_SLOT),
+            ('function', function, 0x7),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
+                raise PciAddressError(f'PCI address {name} {value!r} is out of range 0..{limit:#x}')
+        return _Fields.__new__(cls, domain, bus, slot, function)
+
+    @classmethod
+    def parse(cls, text: object) -> PciAddress:
+        """Parse ``DDDD:BB:SS.F`` or ``BB:SS.F`` (domain 0); hex, either case, surrounding spaces allowed."""
+        if not isinstance(text, str):
+            raise PciAddressError(f'invalid PCI address {text!r}: expected a string like 0000:3b:00.0')
+        match = _ADDRESS_RE.match(text.strip())
+        if not match:
+            raise PciAddressError(
+                f'invalid PCI address {text!r}: expected DDDD:BB:SS.F in hex (for example 0000:3b:00.0)'
+            )
+        domain, bus, slot, function = match.groups()
+        slot_number = int(slot, 16)
+        if slot_number > _MAX_SLOT:
+            raise PciAddressError(f'invalid PCI address {text!r}: slot {slot_number:#04x} is above 0x1f')
+        # The pattern bounds every other field, so the checks of __new__ can be skipped.
+        return _Fields.__new__(cls, int(domain or '0', 16), int(bus, 16), slot_number, int(function, 16))
+
+    @classmethod
+    def from_libvirt(cls, attrs: dict[str, str]) -> PciAddress:
+        """Build from a libvirt ``<address domain= bus= slot= function=>`` attribute dict."""
+        values = {}
+        for name in ('domain', 'bus', 'slot', 'function'):
+            raw = attrs.get(name, '0' if name in ('domain', 'function') else None)
+            if raw is None:
+                raise PciAddressError(f'libvirt PCI address {attrs!r} has no {name}')
+            try:
+                # libvirt reads these with strtol base 0: "0x1f" is hex, "31" decimal.
+                values[name] = int(raw, 16) if raw.lower().startswith('0x') else int(raw, 10)
+            except ValueError:
+                raise PciAddressError(f'libvirt PCI address {attrs!r} has an invalid {name} {raw!r}') from None
+        return cls(values['domain'], values['bus'], values['slot'], values['function'])
+
+    def __str__(self) -> str:
+        return f'{self.domain:04x}:{self.bus:02x}:{self.slot:02x}.{self.function:x}'
+
+    @property
+    def dev_id(self) -> str:
+        """libvirt's node device name, ``pci_0000_04_10_0`` (Nova's ``dev_id``)."""
+        return f'pci_{self.domain:04x}_{self.bus:02x}_{self.slot:02x}_{self.function:x}'
+
+    def libvirt_attrs(self) -> dict[str, str]:
+        """Attributes of a libvirt ``<address type='pci'>`` element."""
+        return {
+            'domain': f'{self.domain:#06x}',
+            'bus': f'{self.bus:#04x}',
+            'slot': f'{self.slot:#04x}',
+            'function': f'{self.function:#x}',
+        }
+
+
+# -- device types, statuses, pool counters -----------------------------------------------------------
+
+DEV_TYPE_PCI = 'type-PCI'
+DEV_TYPE_PF = 'type-PF'
+DEV_TYPE_VF = 'type-VF'
+DEV_TYPES = (DEV_TYPE_PCI, DEV_TYPE_PF, DEV_TYPE_VF)
+
+STATUS_AVAILABLE = 'available'
+STATUS_ALLOCATED = 'allocated'
+STATUS_UNAVAILABLE = 'unavailable'
+STATUS_UNMANAGED = 'unmanaged'
+STATUS_UNKNOWN = 'unknown'
+STATUSES = (STATUS_AVAILABLE, STATUS_ALLOCATED, STATUS_UNAVAILABLE, STATUS_UNMANAGED, STATUS_UNKNOWN)
+
+# A pool's counters: count is the free devices (Nova's meaning), the others beside it.
+COUNTERS = ('count', 'total', 'allocated', 'unavailable')
+
+BRIDGE_CLASS_PREFIXES = ('0604', '0609')  # PCI-to-PCI and semi-transparent bridges
+
+# This collection's attachments carry a user alias "ua-pci-<uuid>" (libvirt requires the "ua-" prefix).
+ALIAS_PREFIX = 'ua-pci-'
+
+
+@dataclass
+class PciDevice:
+    """One PCI function as sysfs describes it. Ids are lowercase hex strings without ``0x``."""
+
+    address: PciAddress
+    vendor_id: str
+    product_id: str
+    class_id: str
+    subsystem_vendor_id: str | None
+    subsystem_product_id: str | None
+    revision: str | None
+    driver: str | None
+    numa_node: int | None
+    iommu_group: int | None
+    physfn: PciAddress | None
+    sriov_totalvfs: int | None
+    sriov_numvfs: int | None
+    link: dict[str, object] = field(default_factory=dict)
+    netdevs: list[str] = field(default_factory=list)
+    virtfns: list[PciAddress] = field(default_factory=list)
+
+    @property
+    def is_bridge(self) -> bool:
+        return self.class_id.startswith(BRIDGE_CLASS_PREFIXES)
+
+    @property
+    def dev_type(self) -> str:
+        """Nova's device type: ``type-VF`` (has a PF), ``type-PF`` (SR-IOV capable) or ``type-PCI``."""
+        if self.physfn is not None:
+            return DEV_TYPE_VF
+        if self.sriov_totalvfs:
+            return DEV_TYPE_PF
+        return DEV_TYPE_PCI
+
+
+@dataclass(frozen=True)
+class Hostdev:
+    """One PCI device in one domain's XML (``<hostdev type='pci'>`` or ``<interface type='hostdev'>``)."""
+
+    address: PciAddress
+    alias: str | None
+    inner_address: str | None
+    managed: bool
+    kind: str  # 'hostdev' or 'interface'
+
+    @property
+    def attachment_id(self) -> str | None:
+        """The id of this collection's attachment (its ``ua-pci-<uuid>`` alias); None for anyone else's device."""
+        if self.alias and self.alias.startswith(ALIAS_PREFIX):
+            return self.alias[len(ALIAS_PREFIX):]
+        return None
+
+
+@dataclass
+class DomainInfo:
+    """A domain and the PCI devices of its live and persistent definitions."""
+
+    uuid: str
+    name: str
+    active: bool
+    persistent: bool
+    hostdevs_live: list[Hostdev]
+    hostdevs_config: list[Hostdev]
+
+
+@dataclass
+class Allocation:
+    """A device held by a domain, in its live configuration, its persistent one, or both."""
+
+    address: PciAddress
+    domain_uuid: str
+    domain_name: str
+    attachment_id: str | None
+    inner_address: str | None
+    live: bool = False
+    persistent: bool = False
+
+
+def allocations(domains: list[DomainInfo]) -> dict[PciAddress, Allocation]:
+    """Which domain holds each device. A device in two domains' XML (only possible in inactive
+    configs) is reported for the first domain by name."""
+    result: dict[PciAddress, Allocation] = {}
+    for info in domains:
+        for hostdevs, live in ((info.hostdevs_live, True), (info.hostdevs_config, False)):
+            for hostdev in hostdevs:
+                allocation = result.get(hostdev.address)
+                if allocation is None:
+                    allocation = result[hostdev.address] = Allocation(
+                        hostdev.address, info.uuid, info.name, hostdev.attachment_id, hostdev.inner_address)
+                elif allocation.domain_uuid != info.uuid:
+                    continue
+                if live:
+                    allocation.live = True
+                    allocation.inner_address = hostdev.inner_address or allocation.inner_address
+                else:
+                    allocation.persistent = True
+                allocation.attachment_id = allocation.attachment_id or hostdev.attachment_id
+    return result
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """A device's status for guests. ``spec`` is the whitelist entry that matches it (a DeviceSpec), if any."""
+
+    device: PciDevice
+    spec: Any
+    status: str
+    reason: str | None = None
+    allocation: Allocation | None = None
+    host_use: tuple[str, ...] = ()     # why the host needs it (whitelisted, unallocated devices only)
+
+
+@dataclass
+class HostUse:
+    """Why the host needs each device it uses (address -> reasons, in words an operator reads)."""
+
+    reasons: dict[PciAddress, list[str]] = field(default_factory=dict)
+
+    def add(self, address: PciAddress, reason: str) -> None:
+        reasons = self.reasons.setdefault(address, [])
+        if reason not in reasons:
+            reasons.append(reason)
+
+    def of(self, address: PciAddress) -> list[str]:
+        return self.reasons.get(address, [])

@@ -1,0 +1,98 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
+
+"""The records modules return, built in one place: a device (pci_device_info's ``pci_devices``) and
+a device of a server (the seed's ``os-pci`` server view, returned by pci_device_info with
+``domain`` and by pci_attachment)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import Allocation, DeviceState, PciAddress, PciDevice
+from ansible_collections.passthrough.libvirt.plugins.module_utils._pciids import PciIds
+
+
+def extra_info(device: PciDevice, allocation: Allocation | None, group_members: list[PciAddress]) -> dict[str, Any]:
+    """Facts that apply to this device only, like Nova's extra_info: a key is absent when it does not apply.
+
+    Keeping records small matters: Ansible walks and serialises every value of a module's result.
+    """
+    info: dict[str, Any] = {'revision': device.revision}
+    if device.physfn is not None:
+        info['phys_function'] = str(device.physfn)
+    if device.sriov_totalvfs is not None:
+        info['sriov_totalvfs'] = device.sriov_totalvfs
+        info['sriov_numvfs'] = device.sriov_numvfs
+        info['virt_functions'] = [str(vf) for vf in device.virtfns]
+    if device.link:
+        info['link'] = device.link
+    if device.netdevs:
+        info['netdevs'] = device.netdevs
+    if device.is_bridge:
+        info['is_bridge'] = True
+    if group_members:
+        info['iommu_group_members'] = [str(member) for member in group_members]
+    if allocation is not None:
+        info['allocated_live'] = allocation.live
+        info['allocated_persistent'] = allocation.persistent
+        if allocation.inner_address:
+            info['inner_address'] = allocation.inner_address
+    return info
+
+
+def device_record(state: DeviceState, names: PciIds, group_members: list[PciAddress]) -> dict[str, Any]:
+    """One device record, with the fields pci_device_info documents under pci_devices."""
+    device, spec, allocation = state.device, state.spec, state.allocation
+    address = device.address
+    return {
+        'address': str(address),
+        'dev_id': address.dev_id,
+        'dev_type': device.dev_type,
+        'vendor_id': device.vendor_id,
+        'product_id': device.product_id,
+        'vendor_name': names.vendor_name(device.vendor_id),
+        'product_name': names.device_name(device.vendor_id, device.product_id),
+        'class_id': device.class_id,
+        'subsystem_vendor_id': device.subsystem_vendor_id,
+        'subsystem_product_id': device.subsystem_product_id,
+        'driver': device.driver,
+        'numa_node': device.numa_node,
+        'iommu_group': device.iommu_group,
+        'parent_addr': str(device.physfn) if device.physfn else None,
+        'label': f'label_{device.vendor_id}_{device.product_id}',
+        'status': state.status,
+        'unavailable_reason': state.reason,
+        'whitelisted': spec is not None,
+        'tags': dict(spec.tags) if spec is not None else {},
+        'instance_uuid': allocation.domain_uuid if allocation else None,
+        'instance_name': allocation.domain_name if allocation else None,
+        'attachment_id': allocation.attachment_id if allocation else None,
+        'extra_info': extra_info(device, allocation, group_members),
+    }
+
+
+_NO_ALIAS = object()
+
+
+def server_device(domain_uuid: str, address: PciAddress, attachment_id: str | None, inner_address: str | None,
+                  device: PciDevice | None, alias: Any = _NO_ALIAS) -> dict[str, Any]:
+    """One device of a server in the seed's shape; ``device`` None when the host no longer has it.
+
+    pci_attachment adds ``alias`` (the request's alias the device serves); pci_device_info does not.
+    """
+    record = {
+        'attachment_id': attachment_id,
+        'serverId': domain_uuid,
+        'dev_id': address.dev_id,
+        'address': str(address),
+        'inner_address': inner_address,
+        'vendor_id': device.vendor_id if device is not None else None,
+        'product_id': device.product_id if device is not None else None,
+    }
+    if alias is not _NO_ALIAS:
+        record['alias'] = alias
+    return record
