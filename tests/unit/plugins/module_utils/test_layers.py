@@ -1,0 +1,87 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""module_utils import only downward: each file's imports, read from its source, name lower layers only."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[4]
+UTILS = ROOT / 'plugins' / 'module_utils'
+PACKAGE = 'ansible_collections.passthrough.libvirt.plugins.module_utils'
+
+# The layers, lowest first (docs/development.md explains each). A file may import files of lower layers only.
+LAYERS = {
+    '_errors': 0,
+    '_model': 1,
+    '_devspec': 2, '_alias': 2,
+    '_pools': 3,
+    '_fleet': 4, '_pciids': 4, '_sysfs': 4, '_hostuse': 4, '_libvirt': 4, '_atomic': 4,
+    '_host': 5, '_records': 5,
+    '_binding': 6, '_attachment': 6,
+    '_argspec': 7,
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    """The collection's module_utils a file imports (``from PACKAGE import _x``, ``from PACKAGE._x import ...``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == PACKAGE:
+                found.update(alias.name for alias in node.names)
+            elif node.module.startswith(PACKAGE + '.'):
+                found.add(node.module[len(PACKAGE) + 1:].split('.')[0])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name[len(PACKAGE) + 1:].split('.')[0] for alias in node.names if alias.name.startswith(PACKAGE + '.'))
+    return found
+
+
+def closure(name: str) -> set[str]:
+    seen, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        for imported in imports_of(UTILS / f'{current}.py'):
+            if imported not in seen:
+                seen.add(imported)
+                todo.append(imported)
+    return seen
+
+
+def test_every_module_util_has_a_layer():
+    files = {path.stem for path in UTILS.glob('_*.py')}
+    assert files == set(LAYERS), f'files without a layer: {sorted(files - set(LAYERS))}; layers without a file: {sorted(set(LAYERS) - files)}'
+
+
+@pytest.mark.parametrize('name', sorted(LAYERS))
+def test_imports_go_downward_only(name):
+    upward = sorted(imported for imported in imports_of(UTILS / f'{name}.py') if LAYERS[imported] >= LAYERS[name])
+    assert not upward, f'{name} (layer {LAYERS[name]}) imports {upward}, not below it'
+
+
+def test_only_the_libvirt_adapter_imports_libvirt():
+    for path in UTILS.glob('_*.py'):
+        tree = ast.parse(path.read_text(encoding='utf-8'))
+        names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert ('libvirt' in names) is (path.stem == '_libvirt'), path.name
+
+
+def test_the_controller_side_never_reaches_libvirt():
+    action = ROOT / 'plugins' / 'action' / 'pci_fleet.py'
+    reached = set()
+    for name in imports_of(action):
+        reached |= {name} | closure(name)
+    assert '_libvirt' not in reached and '_host' not in reached, sorted(reached)
+    assert '_libvirt' not in closure('_fleet')
+
+
+def test_a_wrong_import_is_caught(tmp_path):
+    """The reader sees both import forms, so the test above can fail."""
+    sample = tmp_path / 'sample.py'
+    sample.write_text(f'from {PACKAGE} import _host\nfrom {PACKAGE}._attachment import Attacher\nimport {PACKAGE}._libvirt\n')
+    assert imports_of(sample) == {'_host', '_attachment', '_libvirt'}
