@@ -496,7 +496,13 @@ class AttachmentRun:
                 if self.check_mode or not plan.changes:
                     return self._result(dom, snapshot, domain, plan, None, changed=plan.changes)
                 outcome = Attacher(dom, domain, live, config, float(params.get('timeout') or 30)).apply(plan)
-                return self._result(dom, snapshot, read_domain_state(dom), plan, outcome, changed=True)
+                try:
+                    return self._result(dom, snapshot, read_domain_state(dom), plan, outcome, changed=True)
+                except PassthroughError as exc:
+                    done = [f'attached {item.address}' for item in outcome.attached] + \
+                        [f'detached {item.address}' for item in outcome.detached]
+                    raise ChangeFailed(f'the run did what it planned ({", ".join(done) or "dropped stale records"}), '
+                                       f'but reading the domain back failed: {exc}; the next run reports it as it is') from None
         finally:
             conn.close()
 

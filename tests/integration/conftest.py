@@ -31,18 +31,39 @@ def _remove(dom) -> None:
         pass
 
 
+def start_libvirtd() -> None:
+    subprocess.run(['bash', str(START_SCRIPT)], check=True, capture_output=True)
+
+
+_CONNECTION: dict[str, object] = {}
+
+
 @pytest.fixture(scope='session')
-def conn():
+def libvirtd():
     if os.geteuid() != 0:
         pytest.skip('integration tests need root to reach qemu:///system')
-    subprocess.run(['bash', str(START_SCRIPT)], check=True, capture_output=True)
+    start_libvirtd()
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     connection = libvirt.open(URI)
     for dom in connection.listAllDomains(0):
         if dom.name().startswith(PREFIX):
             _remove(dom)   # left over from an interrupted run
-    yield connection
-    connection.close()
+    _CONNECTION['conn'] = connection
+    yield
+    try:
+        _CONNECTION.pop('conn').close()
+    except libvirt.libvirtError:
+        pass
+
+
+@pytest.fixture
+def conn(libvirtd):   # pylint: disable=redefined-outer-name,unused-argument
+    """A connection to the real daemon; a new one when a test restarted libvirtd."""
+    connection = _CONNECTION['conn']
+    if not connection.isAlive():
+        start_libvirtd()
+        connection = _CONNECTION['conn'] = libvirt.open(URI)
+    return connection
 
 
 @pytest.fixture
@@ -66,5 +87,9 @@ def define_domain(conn):
         return dom
 
     yield define
+    live = conn if conn.isAlive() else libvirt.open(URI)
     for dom in created:
-        _remove(dom)
+        try:
+            _remove(live.lookupByUUIDString(dom.UUIDString()))
+        except libvirt.libvirtError:
+            pass

@@ -60,7 +60,7 @@ def playbook(tmp_path: Path, name: str, *options: str) -> subprocess.CompletedPr
 
 
 @pytest.fixture(scope='module')
-def report(conn, tmp_path_factory):
+def report(libvirtd, tmp_path_factory):   # pylint: disable=unused-argument
     tmp_path = tmp_path_factory.mktemp('fleet')
     write_inventory(tmp_path)
     proc = playbook(tmp_path, 'fleet.yml')
