@@ -8,7 +8,14 @@
 
 Differences from Nova, on purpose (see docs/whitelist.md): a request such as ``"a1,b1:2"`` is an
 error naming the part without a count (Nova raises a ValueError from deep inside), and so is an
-alias requested twice.
+alias requested twice; an alias name with "," or ":" or a control character is an error (no request
+could name it); an entry without ``vendor_id`` and ``product_id`` is accepted (Nova 2025.2 and later
+refuses it); entries of one alias that all omit ``device_type`` agree (Nova refuses them with a bare
+KeyError); ``live_migratable`` may be a YAML boolean.
+
+As in Nova: names are stripped and may hold spaces (up to 256 characters); an omitted
+``numa_policy`` is ``legacy`` when entries of one alias are compared; ``live_migratable`` takes
+oslo's strict boolean spellings.
 """
 
 from __future__ import annotations
@@ -27,9 +34,39 @@ NUMA_POLICIES = ('required', 'legacy', 'preferred', 'socket')
 _ALIAS_KEYS = ('name', 'vendor_id', 'product_id', 'device_type', 'numa_policy', 'tags',
                # accepted for compatibility with Nova's alias, not used for matching
                'capability_type', 'live_migratable', 'resource_class', 'traits')
-# Alias names end up in domain metadata and in reports: keep them to a safe, readable set.
-_ALIAS_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
-_STRICT_HEX4 = re.compile(r'^[0-9a-fA-F]{4}$')
+_NAME_MAX = 256  # Nova's alias schema
+# _devspec's BOOL_TAGS and parse_bool, repeated here: both files are one layer, so neither imports the
+# other (tests/unit/plugins/module_utils/test_nova_request.py checks the two agree).
+BOOL_TAGS = ('managed', 'live_migratable', 'one_time_use')
+_TRUE = ('1', 't', 'true', 'on', 'y', 'yes')
+_FALSE = ('0', 'f', 'false', 'off', 'n', 'no')
+_STRICT_HEX4 = re.compile(r'[0-9a-fA-F]{4}')
+
+
+def parse_bool(where: str, value: Any) -> bool:
+    """oslo's strict ``bool_from_string`` as Nova applies it, and YAML booleans."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise SpecError(f'{where}: {value!r} is not a boolean (true/false, yes/no, on/off, 1/0, t/f or y/n)')
+
+
+def _alias_name(where: str, name: Any) -> str:
+    """Nova's rule (a string of 1-256 characters, stripped), less what no request could name."""
+    if not isinstance(name, str) or not 1 <= len(name) <= _NAME_MAX or not name.strip():
+        raise SpecError(f'{where}.name: {name!r} must be a name of 1-{_NAME_MAX} characters, like "gpu"')
+    if ',' in name or ':' in name:
+        raise SpecError(f'{where}.name: {name!r} must not contain "," or ":" (a request "name:count,name:count" could not name it)')
+    if not name.isprintable():
+        raise SpecError(f'{where}.name: {name!r} must not contain control or invisible characters')
+    return name.strip()
 
 
 def _tag_text(value: Any) -> str:
@@ -48,8 +85,9 @@ class AliasEntry:
     vendor_id: str | None = None
     product_id: str | None = None
     device_type: str | None = None
-    numa_policy: str | None = None
+    numa_policy: str = 'legacy'
     tags: tuple[tuple[str, str], ...] = ()
+    live_migratable: bool | None = None
 
     @classmethod
     def parse(cls, index: int, entry: Any) -> AliasEntry:
@@ -59,15 +97,13 @@ class AliasEntry:
         unknown = sorted(str(key) for key in entry if key not in _ALIAS_KEYS)
         if unknown:
             raise SpecError(f'{where}: unknown key(s) {", ".join(map(repr, unknown))} (known: {", ".join(_ALIAS_KEYS)})')
-        name = entry.get('name')
-        if not isinstance(name, str) or not _ALIAS_NAME.match(name):
-            raise SpecError(f'{where}.name: {name!r} must be 1-64 letters, digits, "_", "-" or ".", starting with a letter or digit')
+        name = _alias_name(where, entry.get('name'))
         ids = {}
         for key in ('vendor_id', 'product_id'):
             value = entry.get(key)
             if value is None:
                 continue
-            if not isinstance(value, str) or not _STRICT_HEX4.match(value):
+            if not isinstance(value, str) or not _STRICT_HEX4.fullmatch(value):
                 raise SpecError(f'{where}.{key}: {value!r} must be exactly 4 hex digits as a string, like "10de"')
             ids[key] = value.lower()
         choices = {}
@@ -77,16 +113,22 @@ class AliasEntry:
                 raise SpecError(f'{where}.{key}: {value!r} must be one of {", ".join(allowed)}')
             choices[key] = value
         live_migratable = entry.get('live_migratable')
-        if live_migratable is not None and _tag_text(live_migratable) not in ('true', 'false', 'yes', 'no'):
-            raise SpecError(f'{where}.live_migratable: {live_migratable!r} must be a boolean')
+        if live_migratable is not None:
+            live_migratable = parse_bool(f'{where}.live_migratable', live_migratable)
         for key in ('resource_class', 'traits'):
             if entry.get(key) is not None and not isinstance(entry[key], str):
                 raise SpecError(f'{where}.{key}: {entry[key]!r} must be a string')
         tags = entry.get('tags', {})
         if not isinstance(tags, dict) or any(not isinstance(key, str) or isinstance(value, (dict, list)) for key, value in tags.items()):
             raise SpecError(f'{where}.tags: {tags!r} must be a dict of whitelist tags to scalar values, like {{physical_network: physnet1}}')
-        return cls(index=index, name=name, device_type=choices['device_type'], numa_policy=choices['numa_policy'],
-                   tags=tuple(sorted((key, _tag_text(value)) for key, value in tags.items())), **ids)
+        texts = []
+        for key, value in tags.items():
+            if key in BOOL_TAGS and value is not None:
+                # the whitelist stores these as 'true' / 'false' (as Nova), so the alias must say them alike
+                value = parse_bool(f'{where}.tags.{key}', value)
+            texts.append((key, _tag_text(value)))
+        return cls(index=index, name=name, device_type=choices['device_type'], numa_policy=choices['numa_policy'] or 'legacy',
+                   tags=tuple(sorted(texts)), live_migratable=live_migratable, **ids)
 
     def matches(self, device: PciDevice, tags: Mapping[str, Any]) -> bool:
         """``tags``: the device's whitelist tags. Without a device_type, PFs are left out: a PF is given only when asked for."""
@@ -113,7 +155,7 @@ class Alias:
 
     @property
     def numa_policy(self) -> str:
-        return self.entries[0].numa_policy or 'legacy'
+        return self.entries[0].numa_policy
 
     def matches(self, device: PciDevice, tags: Mapping[str, Any]) -> bool:
         return any(entry.matches(device, tags) for entry in self.entries)
@@ -129,11 +171,15 @@ def parse_aliases(value: Any) -> dict[str, Alias]:
     for index, item in enumerate(value):
         entry = AliasEntry.parse(index, item)
         alias = aliases.setdefault(entry.name, Alias(entry.name, []))
-        for key in ('device_type', 'numa_policy'):
-            if alias.entries and getattr(entry, key) != getattr(alias.entries[0], key):
-                first = alias.entries[0]
-                raise SpecError(f'aliases: alias {entry.name!r} has entries with different {key}: {getattr(first, key)!r} '
-                                f'in aliases[{first.index}], {getattr(entry, key)!r} in aliases[{index}]')
+        # Nova's order: numa_policy (omitted is legacy), then device_type (omitted is not any type).
+        for key, default, note in (('numa_policy', 'legacy', 'an omitted numa_policy is legacy'),
+                                   ('device_type', None, 'an omitted device_type differs from every type')):
+            first = alias.entries[0] if alias.entries else entry
+            mine, theirs = getattr(entry, key), getattr(first, key)
+            if mine != theirs:
+                hint = f' ({note})' if default in (mine, theirs) else ''
+                raise SpecError(f'aliases: alias {entry.name!r} has entries with different {key}: {theirs!r} '
+                                f'in aliases[{first.index}], {mine!r} in aliases[{index}]{hint}')
         alias.entries.append(entry)
     return aliases
 

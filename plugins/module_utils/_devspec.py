@@ -9,8 +9,17 @@
 Differences from Nova, on purpose (see docs/whitelist.md):
 - regexes in an ``address`` dict must match the whole field (Nova matches a prefix);
 - an id that is not a string is a clear error (Nova crashes on integers);
+- an empty ``devname`` is an error (Nova reads it as absent, and the entry then matches every device);
+- a key one or two typing mistakes away from a match key (``prodcut_id``) is an error (Nova takes it
+  as a tag, and the entry then matches more than was meant);
 - extra match keys: ``class_id`` (prefix), ``driver``, ``subsystem_vendor_id``,
   ``subsystem_product_id``, ``numa_node``, and VF ranges (``"0000:3b:00.0#0-3,7"``);
+- PCI domains above ``ffff`` (Intel VMD) are accepted.
+
+As in Nova: ``devname`` and ``address`` together are refused; the tags ``managed``,
+``live_migratable`` and ``one_time_use`` must be booleans (oslo's strict spellings) and are stored as
+``'true'`` / ``'false'``; an address (glob or regex dict) that names one device which is a PF
+matches its VFs too.
 """
 
 from __future__ import annotations
@@ -23,10 +32,17 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress, PciAddressError, PciDevice
 
 ANY = '*'
-_HEX4 = re.compile(r'^[0-9a-f]{1,4}$')
+_HEX = re.compile(r'[0-9a-f]+')
+_MAX_ID = 0xFFFF
 _ADDRESS_FIELDS = (('domain', 8, 0xFFFFFFFF), ('bus', 2, 0xFF), ('slot', 2, 0x1F), ('function', 1, 0x7))
 _MATCH_KEYS = ('vendor_id', 'product_id', 'address', 'devname', 'class_id', 'driver',
                'subsystem_vendor_id', 'subsystem_product_id', 'numa_node')
+# Tags Nova reads as booleans (oslo strutils, strict) and stores as 'true' / 'false'.
+BOOL_TAGS = ('managed', 'live_migratable', 'one_time_use')
+_TRUE = ('1', 't', 'true', 'on', 'y', 'yes')
+_FALSE = ('0', 'f', 'false', 'off', 'n', 'no')
+# Names other tools give to a match key (sysfs and lspci call the product id "device").
+_OTHER_NAMES = {'device_id': 'product_id', 'subsystem_device_id': 'subsystem_product_id'}
 
 
 def _where(index: int, key: str) -> str:
@@ -45,9 +61,54 @@ def parse_id(where: str, value: Any) -> str:
         return ANY
     if text.startswith('0x'):
         text = text[2:]
-    if not _HEX4.match(text):
+    # As Nova: any hex number up to ffff, so leading zeros ("08086") are fine.
+    if not _HEX.fullmatch(text) or int(text, 16) > _MAX_ID:
         raise SpecError(f'{where}: {value!r} is not a 4-digit hex id like "8086" or "*"')
     return f'{int(text, 16):04x}'
+
+
+def parse_bool(where: str, value: Any) -> bool:
+    """A boolean as Nova reads ``managed`` and ``live_migratable`` (oslo's ``bool_from_string``, strict):
+    true/false, yes/no, on/off, 1/0, t/f, y/n in any case and with surrounding spaces; YAML booleans too."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise SpecError(f'{where}: {value!r} is not a boolean (true/false, yes/no, on/off, 1/0, t/f or y/n)')
+
+
+def _distance(first: str, second: str) -> int:
+    """Edits (insert, delete, replace, swap two neighbours) that turn one string into the other."""
+    previous2: list[int] = []
+    previous = list(range(len(second) + 1))
+    for i, a in enumerate(first, start=1):
+        current = [i] + [0] * len(second)
+        for j, b in enumerate(second, start=1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b))
+            if i > 1 and j > 1 and a == second[j - 2] and first[i - 2] == b:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def _misspelt(key: str) -> str | None:
+    """The match key that ``key`` (not itself one) looks like a misspelling of: two edits or fewer once
+    case and "-" are set aside, the match key without its "_id", or another tool's name for it."""
+    text = key.strip().lower().replace('-', '_')
+    if text in _OTHER_NAMES:
+        return _OTHER_NAMES[text]
+    if text + '_id' in _MATCH_KEYS:
+        return text + '_id'
+    if len(text) > 32:  # far longer than any match key; spares the distance on long tag names
+        return None
+    distance, match = min((_distance(text, name), name) for name in _MATCH_KEYS)
+    return match if distance <= 2 else None
 
 
 def _parse_glob(index: int, value: str) -> tuple[str, ...]:
@@ -147,6 +208,11 @@ class DeviceSpec:
     def parse(cls, index: int, entry: Any) -> DeviceSpec:
         if not isinstance(entry, dict):
             raise SpecError(f'device_spec[{index}]: {entry!r} must be a dict like {{vendor_id: "8086", product_id: "154c"}}')
+        for key in entry:
+            match = _misspelt(key) if isinstance(key, str) and key not in _MATCH_KEYS else None
+            if match is not None:
+                raise SpecError(f'device_spec[{index}]: key {key!r} looks like a misspelt {match!r} (a tag would match every '
+                                f'device of the entry); write {match!r}, or give the tag a name further from the match keys')
         spec = cls(index=index)
         for key in ('vendor_id', 'product_id', 'subsystem_vendor_id', 'subsystem_product_id'):
             if key in entry:
@@ -167,6 +233,7 @@ class DeviceSpec:
                 spec.exact_address = PciAddress(domain, bus, slot, function)
         elif isinstance(address, dict):
             spec.address_regex = _parse_regexes(index, address)
+            spec.exact_address = spec._regex_names_one(address)
         elif address is not None:
             raise SpecError(f'{_where(index, "address")}: {address!r} must be a glob string or a dict of regexes')
         for key in ('devname', 'driver'):
@@ -174,9 +241,11 @@ class DeviceSpec:
                 if not isinstance(entry[key], str) or not entry[key].strip():
                     raise SpecError(f'{_where(index, key)}: {entry[key]!r} must be a non-empty string')
                 setattr(spec, key, entry[key].strip())
+        # As Nova: one or the other ("" and {} are no address, as there).
+        if spec.devname is not None and address not in (None, '', {}):
+            raise SpecError(f'device_spec[{index}]: devname {entry["devname"]!r} and address {address!r} are both given; '
+                            f'an entry names its device by one of them (as in Nova)')
         if spec.devname is not None and '#' in spec.devname:
-            if spec.vf_range is not None:
-                raise SpecError(f'{_where(index, "devname")}: a VF range is given in both address and devname')
             name, _hash, vfs = spec.devname.partition('#')
             if not name.strip():
                 raise SpecError(f'{_where(index, "devname")}: {spec.devname!r} needs the PF\'s interface name before "#"')
@@ -194,7 +263,22 @@ class DeviceSpec:
                 raise SpecError(f'{_where(index, "numa_node")}: {value!r} must be a NUMA node number')
             spec.numa_node = int(value)
         spec.tags = {key: value for key, value in entry.items() if key not in _MATCH_KEYS}
+        for key in BOOL_TAGS:
+            if spec.tags.get(key) is not None:
+                spec.tags[key] = 'true' if parse_bool(_where(index, key), spec.tags[key]) else 'false'
         return spec
+
+    def _regex_names_one(self, address: dict) -> PciAddress | None:
+        """The device a regex dict names when its four fields are plain hex numbers that its regexes match
+        (``{domain: "0000", bus: "3b", slot: "00", function: "0"}``), as Nova's single-address check."""
+        names = [name for name, _w, _l in _ADDRESS_FIELDS]
+        if set(address) != set(names) or not all(_HEX.fullmatch(address[name].strip().lower()) for name in names):
+            return None
+        try:
+            candidate = PciAddress(*(int(address[name], 16) for name in names))
+        except PciAddressError:
+            return None
+        return candidate if self._fields_match(candidate) else None
 
     def _fields_match(self, address: PciAddress) -> bool:
         fields = (f'{address.domain:04x}', f'{address.bus:02x}', f'{address.slot:02x}', f'{address.function:x}')
@@ -211,9 +295,9 @@ class DeviceSpec:
         if self.vf_range is not None:
             if pf is None or vf_index(device, devices) not in self.vf_range:
                 return False
-            if self.exact_address is not None and pf.address != self.exact_address:
-                return False
-            return self.devname is None or self.devname in pf.netdevs
+            if self.exact_address is not None:
+                return pf.address == self.exact_address
+            return self.devname in pf.netdevs
         if self.devname is not None and self.devname not in device.netdevs and (pf is None or self.devname not in pf.netdevs):
             return False
         if self._fields_match(device.address):

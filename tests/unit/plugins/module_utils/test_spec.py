@@ -154,7 +154,7 @@ def test_pf_and_vf_range_semantics(server, spec, expected):
     ({'address': '0000:3b:00.0#3-1'}, 'runs backwards'),
     ({'address': '0000:3b:00.0#a'}, "invalid VF range part 'a'"),
     ({'devname': '#0-3'}, "needs the PF's interface name before \"#\""),
-    ({'devname': 'ens1f0#0', 'address': '0000:3b:00.0#1'}, 'a VF range is given in both address and devname'),
+    ({'devname': 'ens1f0#0', 'address': '0000:3b:00.0#1'}, "devname 'ens1f0#0' and address '0000:3b:00.0#1' are both given"),
 ])
 def test_vf_range_errors(spec, message):
     with pytest.raises(SpecError, match=re.escape(message)):
