@@ -27,6 +27,15 @@ description:
     same device.
   - A live detach is confirmed by libvirt's device-removed event or by the device leaving the live XML; when
     neither comes within O(timeout) the module fails with "still attached", and the device stays reported.
+  - Crash-safe - before the first device is attached, the records of every device the run will attach (attachment
+    id, address, alias) are written into the domain's metadata. Every run starts by reconciling - a C(ua-pci-)
+    device with a record counts for its alias, a record whose device never landed is dropped (RV(stale_records)),
+    and a C(ua-pci-) device without a record is reported (RV(orphans), with a warning) and counts for no alias; it
+    can be removed with O(attachment_ids) or O(addresses). Whatever point a run is killed at (an OOM, a lost SSH
+    session, a cancelled job, libvirtd restarting), the next identical run ends with exactly the requested count.
+  - Never gives a guest a device the host uses (a NIC with an address or the default route, a disk holding a
+    mounted filesystem, the boot VGA) - by alias or by address - unless O(force=true). Every module of the
+    collection judges this the same way.
 author:
   - passthrough.libvirt contributors (@passthrough-libvirt)
 extends_documentation_fragment:
@@ -93,6 +102,13 @@ options:
       - The whitelist to choose from, in place of the one stored on the host by M(passthrough.libvirt.pci_whitelist).
     type: list
     elements: dict
+  force:
+    description:
+      - Attach a whitelisted device although the host uses it (its only block). Each such device is named in a
+        warning. By alias, such devices are chosen only when no other device fits.
+      - Any other block (allocated elsewhere, its PF or VF taken, its IOMMU group) still refuses the device.
+    type: bool
+    default: false
 seealso:
   - module: passthrough.libvirt.hypervisor_pci_stats
   - module: passthrough.libvirt.pci_device_info
@@ -198,6 +214,30 @@ detached:
           V(persistent configuration) for a configuration-only one. Absent in check mode.
       type: str
       sample: device-removed event
+orphans:
+  description:
+    - Devices in the domain with this collection's C(ua-pci-) alias but no record in its metadata (left by an older
+      version's crash, or added by another tool). They count for no alias; O(attachment_ids) or O(addresses) remove
+      them. Each is also named in a warning.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    attachment_id:
+      description: The id in its alias.
+      type: str
+    address:
+      description: The host PCI address.
+      type: str
+  sample: []
+stale_records:
+  description:
+    - Ids of metadata records whose device is not in the domain (a run died between recording its intent and
+      attaching), dropped by this run (in check mode and with O(state=query), that would be dropped).
+  returned: success
+  type: list
+  elements: str
+  sample: []
 domain:
   description: The domain.
   returned: success

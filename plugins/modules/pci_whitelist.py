@@ -166,6 +166,23 @@ sriov:
       description: The count before.
       type: int
   sample: [{pf: "0000:3b:00.0", numvfs: 8, previous: 4}]
+unavailable:
+  description:
+    - The devices the whitelist matches that no guest can be given now, and why - the same judgement
+      M(passthrough.libvirt.pci_device_info), M(passthrough.libvirt.hypervisor_pci_stats) and
+      M(passthrough.libvirt.pci_attachment) make (a device the host uses, a sibling on a host driver, ...).
+    - Judged after the run's changes (in check mode, before them).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    address:
+      description: The device.
+      type: str
+    reason:
+      description: Why no guest can have it.
+      type: str
+  sample: [{address: "0000:19:00.0", reason: "the host uses it: network interface eno1 carries the default route"}]
 whitelist:
   description: The whitelist now stored on the host; V(null) after O(state=absent).
   returned: always
