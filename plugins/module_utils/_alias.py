@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import SpecError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._model import DEV_TYPE_PF, DEV_TYPES, PciDevice
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import BOOL_TAGS, DEV_TYPES, DEV_TYPE_PF, PciDevice, parse_bool
 
 
 # -- aliases ------------------------------------------------------------------------------------
@@ -35,27 +35,7 @@ _ALIAS_KEYS = ('name', 'vendor_id', 'product_id', 'device_type', 'numa_policy', 
                # accepted for compatibility with Nova's alias, not used for matching
                'capability_type', 'live_migratable', 'resource_class', 'traits')
 _NAME_MAX = 256  # Nova's alias schema
-# _devspec's BOOL_TAGS and parse_bool, repeated here: both files are one layer, so neither imports the
-# other (tests/unit/plugins/module_utils/test_nova_request.py checks the two agree).
-BOOL_TAGS = ('managed', 'live_migratable', 'one_time_use')
-_TRUE = ('1', 't', 'true', 'on', 'y', 'yes')
-_FALSE = ('0', 'f', 'false', 'off', 'n', 'no')
 _STRICT_HEX4 = re.compile(r'[0-9a-fA-F]{4}')
-
-
-def parse_bool(where: str, value: Any) -> bool:
-    """oslo's strict ``bool_from_string`` as Nova applies it, and YAML booleans."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-    raise SpecError(f'{where}: {value!r} is not a boolean (true/false, yes/no, on/off, 1/0, t/f or y/n)')
 
 
 def _alias_name(where: str, name: Any) -> str:

@@ -288,22 +288,22 @@ def _host_used_note(states: Mapping[PciAddress, Any], additions: list[AliasReque
 
 def _plan_removal(domain: DomainState, request: AttachmentRequest, plan: Plan) -> None:
     if request.attachment_ids is not None:
-        known = {item.attachment_id: item for item in domain.attachments}
-        for index, attachment_id in enumerate(request.attachment_ids):
-            if attachment_id not in known:
-                raise Refused(f'attachment_ids[{index}]: {attachment_id} is not attached to domain {domain.name!r}')
-            if known[attachment_id] not in plan.detach:
-                plan.detach.append(known[attachment_id])
+        _pick(domain, plan, 'attachment_ids', request.attachment_ids, lambda item: item.attachment_id, '')
     elif request.addresses is not None:
-        by_address = {item.address: item for item in domain.attachments}
-        for index, address in enumerate(request.addresses):
-            if address not in by_address:
-                raise Refused(f'addresses[{index}]: {address} is not attached to domain {domain.name!r} by this collection')
-            if by_address[address] not in plan.detach:
-                plan.detach.append(by_address[address])
+        _pick(domain, plan, 'addresses', request.addresses, lambda item: item.address, ' by this collection')
     else:   # by alias: up to count devices of each, the most recent first
         for item in request.request or ():
             plan.detach.extend(domain.of_alias(item.alias)[::-1][:item.count])
+
+
+def _pick(domain: DomainState, plan: Plan, field_name: str, wanted: list, key: Callable[[Attachment], Any], by: str) -> None:
+    """Detach the attachments named in ``wanted`` (ids or addresses); one not on the domain is refused."""
+    known = {key(item): item for item in domain.attachments}
+    for index, value in enumerate(wanted):
+        if value not in known:
+            raise Refused(f'{field_name}[{index}]: {value} is not attached to domain {domain.name!r}{by}')
+        if known[value] not in plan.detach:
+            plan.detach.append(known[value])
 
 
 # -- applying a plan ----------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import SpecError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress, PciAddressError, PciDevice
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import BOOL_TAGS, PciAddress, PciAddressError, PciDevice, parse_bool
 
 ANY = '*'
 _HEX = re.compile(r'[0-9a-f]+')
@@ -38,9 +38,6 @@ _ADDRESS_FIELDS = (('domain', 8, 0xFFFFFFFF), ('bus', 2, 0xFF), ('slot', 2, 0x1F
 _MATCH_KEYS = ('vendor_id', 'product_id', 'address', 'devname', 'class_id', 'driver',
                'subsystem_vendor_id', 'subsystem_product_id', 'numa_node')
 # Tags Nova reads as booleans (oslo strutils, strict) and stores as 'true' / 'false'.
-BOOL_TAGS = ('managed', 'live_migratable', 'one_time_use')
-_TRUE = ('1', 't', 'true', 'on', 'y', 'yes')
-_FALSE = ('0', 'f', 'false', 'off', 'n', 'no')
 # Names other tools give to a match key (sysfs and lspci call the product id "device").
 _OTHER_NAMES = {'device_id': 'product_id', 'subsystem_device_id': 'subsystem_product_id'}
 
@@ -65,22 +62,6 @@ def parse_id(where: str, value: Any) -> str:
     if not _HEX.fullmatch(text) or int(text, 16) > _MAX_ID:
         raise SpecError(f'{where}: {value!r} is not a 4-digit hex id like "8086" or "*"')
     return f'{int(text, 16):04x}'
-
-
-def parse_bool(where: str, value: Any) -> bool:
-    """A boolean as Nova reads ``managed`` and ``live_migratable`` (oslo's ``bool_from_string``, strict):
-    true/false, yes/no, on/off, 1/0, t/f, y/n in any case and with surrounding spaces; YAML booleans too."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-    raise SpecError(f'{where}: {value!r} is not a boolean (true/false, yes/no, on/off, 1/0, t/f or y/n)')
 
 
 def _distance(first: str, second: str) -> int:

@@ -33,6 +33,7 @@ except ImportError:
 else:
     LIBVIRT_IMPORT_ERROR = None
 
+
 class LibvirtUnavailable(Refused):
     """libvirt cannot be used: bindings missing, the daemon at ``uri`` cannot be reached, or it stopped answering a read."""
 

@@ -18,7 +18,7 @@ from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import Refused
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import Refused, SpecError
 
 # Domain: 1 to 8 hex digits (32-bit domains exist: Intel VMD puts its children in 10000+).
 # Bus and slot: exactly 2 hex digits, function: 1 digit 0-7. Nothing else, so the result is
@@ -104,6 +104,30 @@ class PciAddress(_Fields):
             'slot': f'{self.slot:#04x}',
             'function': f'{self.function:#x}',
         }
+
+
+# -- booleans as Nova reads them ---------------------------------------------------------------------
+
+# Whitelist tags (and alias keys) Nova reads as booleans.
+BOOL_TAGS = ('managed', 'live_migratable', 'one_time_use')
+_TRUE = ('1', 't', 'true', 'on', 'y', 'yes')
+_FALSE = ('0', 'f', 'false', 'off', 'n', 'no')
+
+
+def parse_bool(where: str, value: Any) -> bool:
+    """A boolean as Nova reads ``managed`` and ``live_migratable`` (oslo's ``bool_from_string``, strict):
+    true/false, yes/no, on/off, 1/0, t/f, y/n in any case and with surrounding spaces; YAML booleans too."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise SpecError(f'{where}: {value!r} is not a boolean (true/false, yes/no, on/off, 1/0, t/f or y/n)')
 
 
 # -- device types, statuses, pool counters -----------------------------------------------------------

@@ -21,7 +21,6 @@ from typing import Any, Iterable, Mapping
 from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import Alias, AliasRequest
 from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import DeviceSpec, Whitelist
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
-    COUNTERS,
     DEV_TYPE_PF,
     STATUS_ALLOCATED,
     STATUS_AVAILABLE,

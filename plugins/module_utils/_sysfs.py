@@ -25,7 +25,6 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress, PciAddressError, PciDevice
 
 
-
 class SysfsError(Refused):
     """The sysfs tree cannot be read (missing root, no bus/pci, unreadable device), or a value that must not reach it."""
 
@@ -373,7 +372,7 @@ class SysfsControl:
         bound = self.driver(address)
         if bound != driver:
             raise SysfsWriteFailed(f'{address}: bound to {bound or "no driver"} after probing, expected {driver} '
-                             f'(is the {driver} module loaded?)')
+                                   f'(is the {driver} module loaded?)')
         return True
 
     def unbind(self, address: PciAddress) -> bool:

@@ -120,7 +120,7 @@ def test_a_killed_detach_converges(tmp_path, host, define_domain):
 
 def kill_libvirtd() -> None:
     subprocess.run(['pkill', '-KILL', '-x', 'libvirtd'], check=False)
-    for _ in range(50):
+    for _attempt in range(50):
         if subprocess.run(['pgrep', '-x', 'libvirtd'], capture_output=True, check=False).returncode != 0:
             return
         time.sleep(0.1)

@@ -23,8 +23,8 @@ ALIASES = parse_aliases([
 
 def device(vendor, product, physfn=None, totalvfs=None):
     return PciDevice(address=PciAddress.parse('0000:3b:02.0'), vendor_id=vendor, product_id=product, class_id='020000',
-                       subsystem_vendor_id=None, subsystem_product_id=None, revision='00', driver=None, numa_node=0,
-                       iommu_group=1, physfn=PciAddress.parse(physfn) if physfn else None, sriov_totalvfs=totalvfs, sriov_numvfs=0)
+                     subsystem_vendor_id=None, subsystem_product_id=None, revision='00', driver=None, numa_node=0,
+                     iommu_group=1, physfn=PciAddress.parse(physfn) if physfn else None, sriov_totalvfs=totalvfs, sriov_numvfs=0)
 
 
 @pytest.mark.parametrize('value, expected', [

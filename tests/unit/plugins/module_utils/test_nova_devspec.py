@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils import _alias
-from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import Whitelist, parse_bool
+from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import Whitelist
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import SpecError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress, PciDevice
 from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import managed
@@ -211,19 +210,6 @@ def test_boolean_tags_not_given_are_not_set(tag):
 def test_managed_reads_the_checked_value(value, expected):
     entry = {'vendor_id': '8086'} if value is None else {'vendor_id': '8086', 'managed': value}
     assert managed(Whitelist.parse([entry]).entries[0]) is expected
-
-
-def test_the_alias_side_reads_booleans_alike():
-    """_alias keeps its own copy of the boolean reader (same layer): the two must agree."""
-    assert _alias.BOOL_TAGS == ('managed', 'live_migratable', 'one_time_use')
-    for value in [v for v, _s in BOOLEAN_TAG_VALUES] + ['invalid', '', 2, 1.0, None]:
-        results = []
-        for reader in (parse_bool, _alias.parse_bool):
-            try:
-                results.append(reader('x', value))
-            except SpecError as exc:
-                results.append(str(exc))
-        assert results[0] == results[1], value
 
 
 # -- a key one typing mistake from a match key ------------------------------------------------------
