@@ -4,7 +4,7 @@
 
 # This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
 
-"""Options every host-side module shares, declared once (documented once in the ``common`` doc fragment)."""
+"""Options every host-side module shares (documented once in the ``common`` doc fragment), and which options combine."""
 
 from __future__ import annotations
 
@@ -27,3 +27,15 @@ def with_host_options(**options: dict[str, Any]) -> dict[str, dict[str, Any]]:
     spec = dict(options)
     spec.update(host_options())
     return spec
+
+
+# Which options combine, declared with the argument specs (the messages are Ansible's own).
+PCI_ATTACHMENT_RULES: dict[str, Any] = dict(
+    mutually_exclusive=[('request', 'addresses', 'attachment_ids')],
+    required_if=[('state', 'present', ('request', 'addresses'), True),
+                 ('state', 'absent', ('request', 'addresses', 'attachment_ids'), True)],
+    required_by={'request': 'aliases'},
+)
+PCI_WHITELIST_RULES: dict[str, Any] = dict(
+    required_if=[('state', 'present', ('device_spec',))],
+)

@@ -155,7 +155,8 @@ def check_attachment_id(where: str, value: Any) -> str:
 def parse_options(params: Mapping[str, Any]) -> AttachmentRequest:
     """The module's options as an ``AttachmentRequest``; every user string through its strict parser.
 
-    Which options combine is the argument spec's job (``OPTION_RULES``); what it cannot say is checked here.
+    Which options combine is the argument spec's job (``_argspec.PCI_ATTACHMENT_RULES``); what it cannot say is
+    checked here.
     """
     state = params['state']
     aliases = parse_aliases(params.get('aliases'))
@@ -179,13 +180,6 @@ def parse_options(params: Mapping[str, Any]) -> AttachmentRequest:
     return AttachmentRequest(state, aliases, request, addresses, ids, bool(params.get('force')))
 
 
-# Which options combine, for the module's argument spec (messages are Ansible's own).
-OPTION_RULES: dict[str, Any] = dict(
-    mutually_exclusive=[('request', 'addresses', 'attachment_ids')],
-    required_if=[('state', 'present', ('request', 'addresses'), True),
-                 ('state', 'absent', ('request', 'addresses', 'attachment_ids'), True)],
-    required_by={'request': 'aliases'},
-)
 
 
 @dataclass
@@ -480,16 +474,17 @@ class AttachmentRun:
     def run(self) -> dict[str, Any]:
         params = self.params
         query = self.request.state == 'query'
-        snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params.get('device_spec'), params['config_path'])
         if not query and not self.check_mode:
             EventLoop.start()
         conn = Libvirt(params['uri'], read_only=query or self.check_mode)
         try:
             dom = self.open_domain(conn, params['domain'])
             if query:
+                snapshot = self._snapshot()
                 domain = read_domain_state(dom)
                 return self._result(dom, snapshot, domain, Plan(drop_records=[str(r['id']) for r in domain.stale_records]), Outcome(), changed=False)
             with HostLock(params['config_path'], check_mode=self.check_mode):
+                snapshot = self._snapshot()      # under the lock: the whitelist and allocations no other run is changing
                 domain = read_domain_state(dom)
                 live, config = run_flags(domain, params.get('live'), params.get('persistent'))
                 plan = plan_attachment(snapshot, domain, self.request)
@@ -505,6 +500,10 @@ class AttachmentRun:
                                        f'but reading the domain back failed: {exc}; the next run reports it as it is') from None
         finally:
             conn.close()
+
+    def _snapshot(self) -> HostSnapshot:
+        params = self.params
+        return HostSnapshot.read(params['sysfs_root'], params['uri'], params.get('device_spec'), params['config_path'])
 
     @staticmethod
     def _result(dom: Any, snapshot: HostSnapshot, domain: DomainState, plan: Plan, outcome: Outcome | None,

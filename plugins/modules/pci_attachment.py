@@ -255,8 +255,8 @@ domain:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import with_host_options
-from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import OPTION_RULES, AttachmentRun, parse_options
+from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import PCI_ATTACHMENT_RULES, with_host_options
+from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import AttachmentRun, parse_options
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import DomainHandle
 
@@ -283,7 +283,7 @@ def run(params: dict, check_mode: bool, open_domain=DomainHandle) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, **OPTION_RULES)
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, **PCI_ATTACHMENT_RULES)
     try:
         result = run(module.params, module.check_mode)
     except PassthroughError as exc:

@@ -193,7 +193,7 @@ whitelist:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import with_host_options
+from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import PCI_WHITELIST_RULES, with_host_options
 from ansible_collections.passthrough.libvirt.plugins.module_utils._binding import DEFAULT_RULES_PATH, WhitelistRun
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
 
@@ -211,8 +211,7 @@ def argument_spec() -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
-                           required_if=[('state', 'present', ['device_spec'])])
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, **PCI_WHITELIST_RULES)
     # driver: null reaches a module as '' (Ansible's string conversion of None): both mean record only.
     params = dict(module.params, _diff=module._diff, driver=module.params['driver'] or None)
     try:
