@@ -217,8 +217,12 @@ class HostSnapshot:
 
     @property
     def host_use(self) -> HostUse | None:
+        """What the host uses, for the whitelisted devices (nothing else can be blocked by it)."""
         if self._host_use is _UNREAD:
-            self._host_use = self._reader.host_use()
+            devices = self.devices
+            whitelisted = [address for address, device in devices.items()
+                           if not device.is_bridge and self.whitelist.match(device, devices) is not None]
+            self._host_use = self._reader.host_use(whitelisted)
         return self._host_use
 
     @property
@@ -295,8 +299,8 @@ class HostReader:
         finally:
             conn.close()
 
-    def host_use(self) -> HostUse:
-        return HostUseReader(self.sysfs.root, self.proc_root, self.net).read()
+    def host_use(self, only: list[PciAddress]) -> HostUse:
+        return HostUseReader(self.sysfs.root, self.proc_root, self.net).read(only)
 
     def numa_sockets(self) -> dict[int, int]:
         return self.sysfs.numa_sockets()

@@ -21,6 +21,7 @@ import ipaddress
 import os
 import socket
 import struct
+from typing import Collection
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import HostUse, PciAddress, PciAddressError
 
@@ -94,15 +95,18 @@ class HostUseReader:
         self.proc_root = proc_root
         self.net = net or KernelNetFacts(proc_root)
 
-    def read(self) -> HostUse:
+    def read(self, only: Collection[PciAddress] | None = None) -> HostUse:
+        """What the host uses; ``only`` (the devices a run could give to a guest) skips the facts of every other device."""
         use = HostUse()
-        self._network(use)
-        self._storage(use)
-        self._boot_vga(use)
+        wanted = set(only) if only is not None else None
+        if wanted is None or wanted:
+            self._network(use, wanted)
+            self._storage(use)
+            self._boot_vga(use, wanted)
         return use
 
     # -- network ---------------------------------------------------------------------------------
-    def _network(self, use: HostUse) -> None:
+    def _network(self, use: HostUse, wanted: set[PciAddress] | None) -> None:
         class_net = os.path.join(self.sysfs_root, 'class', 'net')
         try:
             interfaces = sorted(os.listdir(class_net))
@@ -110,9 +114,14 @@ class HostUseReader:
             return
         default_route = self.net.default_route_interfaces()
         for ifname in interfaces:
-            address = pci_address_in_path(os.path.realpath(os.path.join(class_net, ifname)))
-            if address is None:
-                continue   # virtual interface (lo, bridges, bonds): no PCI device of its own
+            # The kernel's link holds the device path (../../devices/pci0000:00/0000:00:03.0/virtio0/net/eth0):
+            # its text names the PCI function, so nothing needs resolving.
+            try:
+                address = pci_address_in_path(os.readlink(os.path.join(class_net, ifname)))
+            except OSError:
+                address = pci_address_in_path(os.path.realpath(os.path.join(class_net, ifname)))
+            if address is None or (wanted is not None and address not in wanted):
+                continue   # virtual interface (lo, bridges, bonds), or a device no run could give away
             for name in self._upper_chain(class_net, ifname):
                 via = '' if name == ifname else f' through {name}'
                 addresses = self.net.addresses(name)
@@ -192,12 +201,15 @@ class HostUseReader:
         return found
 
     # -- display ---------------------------------------------------------------------------------
-    def _boot_vga(self, use: HostUse) -> None:
+    def _boot_vga(self, use: HostUse, wanted: set[PciAddress] | None) -> None:
         devices = os.path.join(self.sysfs_root, 'bus', 'pci', 'devices')
-        try:
-            names = os.listdir(devices)
-        except OSError:
-            return
+        if wanted is not None:
+            names = [str(address) for address in wanted]
+        else:
+            try:
+                names = os.listdir(devices)
+            except OSError:
+                return
         for name in names:
             try:
                 with open(os.path.join(devices, name, 'boot_vga'), encoding='ascii') as handle:
