@@ -307,6 +307,8 @@ class Outcome:
     attached: list[Attachment] = field(default_factory=list)
     detached: list[Attachment] = field(default_factory=list)
     confirmed: dict[str, str] = field(default_factory=dict)    # attachment id -> how its removal was confirmed
+    # Gone from the running domain, but its persistent detach failed: the rollback plugs it back in.
+    half_detached: list[Attachment] = field(default_factory=list)
 
 
 class Attacher:
@@ -379,16 +381,22 @@ class Attacher:
             try:
                 self.dom.detach(item.libvirt_alias, False, True)
             except PassthroughError as exc:
+                if item.attachment_id in self.outcome.confirmed and self.outcome.confirmed[item.attachment_id] != 'persistent configuration':
+                    self.outcome.half_detached.append(item)
                 return f'persistent detach failed: {exc}'
         return None
 
     def _rollback(self) -> str:
         """Undo what this run did, newest first; the message's tail: what was undone, what was left."""
         left, undone = [], []
-        for item in reversed(self.outcome.detached):
+        # (device, live side, persistent side) to plug back in: what this run took away, as it was
+        back = [(item, self.live and item.live, False) for item in self.outcome.half_detached]
+        back += [(item, self.live and item.live, self.config and item.config) for item in reversed(self.outcome.detached)]
+        for item, live, config in back:
+            if not live and not config:
+                continue
             try:
-                self.dom.attach(hostdev_xml(item.address, item.attachment_id), self.live and item.live,
-                                self.config and (item.config or not item.live))
+                self.dom.attach(hostdev_xml(item.address, item.attachment_id), live, config)
                 undone.append(f're-attached {item.address}')
             except PassthroughError as exc:
                 left.append(f'{item.address} stays detached ({exc})')
