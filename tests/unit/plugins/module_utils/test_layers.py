@@ -85,3 +85,29 @@ def test_a_wrong_import_is_caught(tmp_path):
     sample = tmp_path / 'sample.py'
     sample.write_text(f'from {PACKAGE} import _host\nfrom {PACKAGE}._attachment import Attacher\nimport {PACKAGE}._libvirt\n')
     assert imports_of(sample) == {'_host', '_attachment', '_libvirt'}
+
+
+@pytest.mark.parametrize('module', sorted(path.stem for path in (ROOT / 'plugins' / 'modules').glob('*.py') if path.stem != 'pci_fleet'))
+def test_each_module_main_catches_the_error_family_only(module):
+    """One base, caught in one place: a main that lists classes would one day miss one."""
+    tree = ast.parse((ROOT / 'plugins' / 'modules' / f'{module}.py').read_text(encoding='utf-8'))
+    [main] = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == 'main']
+    handlers = [node for node in ast.walk(main) if isinstance(node, ast.ExceptHandler)]
+    assert [ast.unparse(handler.type) for handler in handlers] == ['PassthroughError']
+
+
+def test_every_error_class_is_refused_or_change_failed():
+    """Every exception class defined in module_utils descends from one of the two branches."""
+    import importlib  # pylint: disable=import-outside-toplevel
+    errors = importlib.import_module(f'{PACKAGE}._errors')
+    found = 0
+    for path in UTILS.glob('_*.py'):
+        module = importlib.import_module(f'{PACKAGE}.{path.stem}')
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, BaseException) and value.__module__ == module.__name__:
+                if value in (errors.PassthroughError, errors.Refused, errors.ChangeFailed) or value.__name__.startswith('_'):
+                    continue
+                found += 1
+                assert issubclass(value, (errors.Refused, errors.ChangeFailed)), value
+                assert not (issubclass(value, errors.Refused) and issubclass(value, errors.ChangeFailed)), value
+    assert found >= 8
