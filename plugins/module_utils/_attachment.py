@@ -180,8 +180,6 @@ def parse_options(params: Mapping[str, Any]) -> AttachmentRequest:
     return AttachmentRequest(state, aliases, request, addresses, ids, bool(params.get('force')))
 
 
-
-
 @dataclass
 class PlannedAttach:
     address: PciAddress
