@@ -31,6 +31,20 @@ def _remove(dom) -> None:
         pass
 
 
+def _owner_alive(name: str) -> bool:
+    """Domains are named pcitest-<pid>-...: another test session still running owns those of a live pid."""
+    owner = name[len(PREFIX):].split('-', 1)[0]
+    if not owner.isdigit() or int(owner) == os.getpid():
+        return False
+    try:
+        os.kill(int(owner), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def start_libvirtd() -> None:
     subprocess.run(['bash', str(START_SCRIPT)], check=True, capture_output=True)
 
@@ -46,7 +60,7 @@ def libvirtd():
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     connection = libvirt.open(URI)
     for dom in connection.listAllDomains(0):
-        if dom.name().startswith(PREFIX):
+        if dom.name().startswith(PREFIX) and not _owner_alive(dom.name()):
             _remove(dom)   # left over from an interrupted run
     _CONNECTION['conn'] = connection
     yield
@@ -72,7 +86,7 @@ def define_domain(conn):
     created = []
 
     def define(hostdevs: str = '', start: bool = False):
-        name = f'{PREFIX}{uuid.uuid4().hex[:8]}'
+        name = f'{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}'
         dom = conn.defineXML(domain_xml(name, hostdevs))
         created.append(dom)
         if start:
