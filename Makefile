@@ -23,7 +23,7 @@ LAB_PACKAGES := $(DEMO_PACKAGES) debootstrap qemu-system-x86 qemu-utils e2fsprog
 export ANSIBLE_CALLBACK_RESULT_FORMAT := yaml
 export ANSIBLE_NOCOWS := 1
 
-.PHONY: help demo test sanity lint units integration molecule bench bench-fleet bench-attach lab lab-down system-demo system-test system-lab venv src-tree collection libvirtd clean
+.PHONY: help demo test sanity lint units units-py39 integration molecule bench bench-fleet bench-attach lab lab-down system-demo system-test system-lab venv src-tree collection libvirtd clean
 
 help:
 	@echo "make demo   - install what is needed, then inventory this host's PCI devices (table + ./pci-report/)"
@@ -85,6 +85,24 @@ sanity: venv $(PIP_SEED)
 units: venv src-tree
 	PYTHONPATH=$(SRC_TREE) $(BIN)/pytest -q tests/unit
 
+# Managed hosts run Python 3.9 (RHEL 9): module and module_utils code compiled, imported and unit-tested
+# under it, with ansible-core's module_utils from .venv on the path, as AnsiballZ ships them to a host.
+PY39 ?= $(shell for p in $(HOME)/.pyenv/versions/3.9*/bin/python3.9 $$(command -v python3.9); do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 9)' 2>/dev/null && { echo "$$p"; break; }; done)
+PY39_VENV := $(BUILD)/py39
+$(PY39_VENV)/.stamp: tests/unit/requirements-py39.txt
+	@test -n "$(PY39)" || { echo "units-py39: no python3.9 found (PATH or ~/.pyenv/versions/3.9*); set PY39=/path/to/python3.9" >&2; exit 1; }
+	$(PY39) -m venv $(PY39_VENV)
+	$(PY39_VENV)/bin/pip install -q -r tests/unit/requirements-py39.txt
+	touch $@
+
+units-py39: venv src-tree $(PY39_VENV)/.stamp
+	@mkdir -p $(BUILD)/py39-ansible
+	@ln -sfn $$($(BIN)/python -c 'import ansible, os; print(os.path.dirname(ansible.__file__))') $(BUILD)/py39-ansible/ansible
+	$(PY39_VENV)/bin/python -m compileall -q plugins/module_utils plugins/modules
+	PYTHONPATH=$(SRC_TREE):$(BUILD)/py39-ansible $(PY39_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+		tests/unit/plugins/module_utils tests/unit/plugins/modules
+
 integration: venv src-tree libvirtd
 	PYTHONPATH=$(SRC_TREE) $(BIN)/pytest -q tests/integration
 
@@ -100,7 +118,7 @@ molecule: venv src-tree libvirtd
 	if [ $$rc -ne 0 ]; then echo "molecule failed; the failed tasks (whole log: $(BUILD)/molecule.log):"; \
 		sed 's/\x1b\[[0-9;]*m//g' $(BUILD)/molecule.log | grep -B12 -A6 -E 'fatal:|FAILED!' | cut -c1-200; fi; exit $$rc
 
-test: system-test venv src-tree sanity lint units integration molecule
+test: system-test venv src-tree sanity lint units units-py39 integration molecule
 
 bench: system-test venv src-tree
 	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/discovery
