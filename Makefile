@@ -23,7 +23,7 @@ LAB_PACKAGES := $(DEMO_PACKAGES) debootstrap qemu-system-x86 qemu-utils e2fsprog
 export ANSIBLE_CALLBACK_RESULT_FORMAT := yaml
 export ANSIBLE_NOCOWS := 1
 
-.PHONY: help demo test sanity lint units units-py39 integration molecule bench bench-fleet bench-attach lab lab-down system-demo system-test system-lab venv src-tree collection libvirtd clean
+.PHONY: help demo test sanity lint units units-py39 integration molecule bench bench-fleet bench-attach ee system-ee lab lab-down system-demo system-test system-lab venv src-tree collection libvirtd clean
 
 help:
 	@echo "make demo   - install what is needed, then inventory this host's PCI devices (table + ./pci-report/)"
@@ -131,6 +131,17 @@ bench-fleet: venv src-tree
 # Needs root and libvirtd (a real domain, config-mode attach and detach).
 bench-attach: system-test venv src-tree libvirtd
 	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/attach
+
+# The execution environment built with ansible-builder and podman on a local Debian base image
+# (debootstrap, cached), then checked inside: import libvirt, ansible-doc, ansible-runner (docs/awx.md).
+# Not part of `make test`: minutes, root, network to PyPI and Debian's mirror.
+EE_PACKAGES := podman runc debootstrap
+
+system-ee:
+	@bash tests/utils/install-system-packages.sh $(EE_PACKAGES)
+
+ee: system-ee venv
+	$(SUDO) $(BIN)/python tests/ee/ee.py $(EE_ARGS)
 
 # Not part of `make test`: it takes minutes and needs root (debootstrap).
 lab: system-lab venv collection

@@ -24,14 +24,33 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._model import 
     PciAddressError,
 )
 
+
+def libvirt_import_message(error: ImportError) -> str:
+    """One line for a failed ``import libvirt``: missing bindings, or the real cause when they are there but cannot load.
+
+    libvirt-python is a thin layer over the libvirt client library (``libvirt.so.0``); without that
+    library the bindings are installed but their import fails, which is not the same fix.
+    """
+    if isinstance(error, ModuleNotFoundError) and error.name == 'libvirt':
+        return 'the libvirt Python bindings are not installed (python3-libvirt or libvirt-python)'
+    cause = ' '.join(str(error).split()) or type(error).__name__
+    message = f'the libvirt Python bindings cannot be imported: {cause}'
+    if 'cannot open shared object file' in cause:
+        message += '; install the libvirt client library (libvirt-libs on EL, libvirt0 on Debian)'
+    return message
+
+
 LIBVIRT_IMPORT_ERROR: str | None
+LIBVIRT_IMPORT_MESSAGE: str | None
 try:
     import libvirt
-except ImportError:
+except ImportError as _import_error:
     libvirt = None
     LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+    LIBVIRT_IMPORT_MESSAGE = libvirt_import_message(_import_error)
 else:
     LIBVIRT_IMPORT_ERROR = None
+    LIBVIRT_IMPORT_MESSAGE = None
 
 
 class LibvirtUnavailable(Refused):
@@ -93,7 +112,7 @@ class Libvirt:
 
     def __init__(self, uri: str, read_only: bool = True) -> None:
         if libvirt is None:
-            raise LibvirtUnavailable('the libvirt Python bindings are not installed (python3-libvirt or libvirt-python)')
+            raise LibvirtUnavailable(LIBVIRT_IMPORT_MESSAGE or libvirt_import_message(ModuleNotFoundError(name='libvirt')))
         libvirt.registerErrorHandler(_ignore_errors, None)
         self.uri = uri
         try:
