@@ -249,11 +249,13 @@ def plan_attachment(snapshot: HostSnapshot, domain: DomainState, request: Attach
                 why = f'it is unavailable: {state.reason}'
             raise Refused(f'addresses[{index}]: {address} cannot be attached: {why}')
     else:
+        # A shortage names why the others are not free, and counts what the domain holds of each alias.
+        held = {item.alias: [attachment.address for attachment in domain.of_alias(item.alias)] for item in additions}
         result = fit(additions, request.aliases, candidates(states, force=request.force),
-                     numa_nodes=domain.numa_nodes, sockets=snapshot.numa_sockets)
+                     numa_nodes=domain.numa_nodes, sockets=snapshot.numa_sockets,
+                     held=held, others=states, host_use_hint=None if request.force else FORCE_HINT)
         if not result.ok:
-            raise Refused('request: not enough free devices on this host: ' + '; '.join(result.problems)
-                          + _host_used_note(states, additions, request))
+            raise Refused('request: not enough free devices on this host: ' + '; '.join(result.problems))
         host_use = {address: state.host_use for address, state in states.items() if state.status != STATUS_AVAILABLE}
         for name, chosen in result.devices.items():
             plan.attach.extend(PlannedAttach(address, name, host_use.get(address, ())) for address in chosen)
@@ -262,20 +264,6 @@ def plan_attachment(snapshot: HostSnapshot, domain: DomainState, request: Attach
             plan.warnings.append(f'{planned.address}: force: true attaches it although the host uses it: '
                                  + '; '.join(planned.host_use))
     return plan
-
-
-def _host_used_note(states: Mapping[PciAddress, Any], additions: list[AliasRequest], request: AttachmentRequest) -> str:
-    """Name the devices an alias would match but the host uses, so a shortage says why."""
-    if request.force:
-        return ''
-    notes = []
-    for item in additions:
-        alias = request.aliases[item.alias]
-        for address, state in sorted(states.items()):
-            tags = state.spec.tags if state.spec is not None else {}
-            if blocked_only_by_host_use(state) and alias.matches(state.device, tags):
-                notes.append(f'{address} ({item.alias}) is not offered: {state.reason}')
-    return ('; ' + '; '.join(notes) + f' ({FORCE_HINT})') if notes else ''
 
 
 def _plan_removal(domain: DomainState, request: AttachmentRequest, plan: Plan) -> None:

@@ -17,7 +17,8 @@ from typing import Any, Iterable, Mapping
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import Alias, AliasRequest
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import COUNTERS
-from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import candidates_from_pools, fit
+from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import MAX_GROUPS, candidates_from_pools, fit
+
 FLEET_POOL_KEYS = ('vendor_id', 'product_id', 'dev_type')
 _POOL_REQUIRED = COUNTERS + FLEET_POOL_KEYS
 
@@ -95,13 +96,15 @@ def _aggregate(hosts: list[tuple[str, Mapping[str, Any] | None]], bad: Mapping[s
                     key = (pool['vendor_id'], pool['product_id'], pool['dev_type'])
                 merged = merged_pools.get(key)
                 if merged is None:
-                    merged_pools[key] = merged = [0, 0, 0, 0, [name], tags]
+                    merged_pools[key] = merged = [0, 0, 0, 0, [name], tags, pool.get('vendor_name'), pool.get('product_name'), {}]
                 elif merged[4][-1] != name:
                     merged[4].append(name)
                 merged[0] += pool_count
                 merged[1] += pool_total
                 merged[2] += pool_allocated
                 merged[3] += pool_unavailable
+                if pool_unavailable:
+                    _add_reasons(merged[8], pool.get('unavailable_reasons'))
         except (KeyError, TypeError, AttributeError, ValueError):
             raise _BadHost(name, _check_pools(stats)) from None
         if not (isinstance(count, int) and isinstance(total, int) and isinstance(allocated, int) and isinstance(unavailable, int)):
@@ -118,13 +121,43 @@ def _aggregate(hosts: list[tuple[str, Mapping[str, Any] | None]], bad: Mapping[s
         merged = merged_pools[key]
         pools.append({'count': merged[0], 'total': merged[1], 'allocated': merged[2], 'unavailable': merged[3],
                       'vendor_id': key[0], 'product_id': key[1], 'dev_type': key[2], 'tags': dict(merged[5] or {}),
-                      'hosts': merged[4]})
+                      'hosts': merged[4], 'vendor_name': merged[6], 'product_name': merged[7], 'unavailable_reasons': merged[8]})
     return {
         'hosts': host_entries,
         'pools': pools,
         'totals': {'count': fleet_count, 'total': fleet_total, 'allocated': fleet_allocated, 'unavailable': fleet_unavailable},
         'missing': missing,
     }
+
+
+def _add_reasons(into: dict[str, int], reasons: Any) -> None:
+    """Add a pool's ``unavailable_reasons`` (reason -> count); anything else in the facts is left out."""
+    if isinstance(reasons, Mapping):
+        for reason, count in reasons.items():
+            if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+                into[str(reason)] = into.get(str(reason), 0) + count
+
+
+def _why_not_free(pools: Iterable[Mapping[str, Any]]) -> str:
+    """Why the devices of these pools that are not free are not: allocated, and unavailable per reason."""
+    allocated = unavailable = matched = 0
+    reasons: dict[str, int] = {}
+    for pool in pools:
+        matched += 1
+        allocated += pool['allocated']
+        unavailable += pool['unavailable']
+        if pool['unavailable']:
+            _add_reasons(reasons, pool.get('unavailable_reasons'))
+    parts = [f'{allocated} allocated'] if allocated else []
+    ranked = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+    shown = ranked if len(ranked) <= MAX_GROUPS else ranked[:MAX_GROUPS - 1]
+    parts.extend(f'{count} unavailable ({reason})' for reason, count in shown)
+    rest = unavailable - sum(count for _reason, count in shown)
+    if rest > 0:
+        parts.append(f'{rest} unavailable' + (' for other reasons' if shown else ''))
+    if not matched:
+        return ': no whitelisted device of this host matches it'
+    return (': ' + ', '.join(parts)) if parts else ''
 
 
 class _PoolDevice:
@@ -165,6 +198,18 @@ def candidates(fleet: Mapping[str, Any], request: list[AliasRequest], aliases: M
     return fitting, rejected
 
 
+def _pool_matches(pool: Mapping[str, Any], aliases: Mapping[str, Alias], wanted: list[AliasRequest],
+                  matches: dict[tuple, tuple[bool, ...]]) -> tuple[bool, ...]:
+    """Whether each wanted alias matches the pool (memoised per vendor, product, type and tags)."""
+    tags = pool.get('tags') or {}
+    key = (pool['vendor_id'], pool['product_id'], pool['dev_type'], tuple(sorted(tags.items())))
+    hit = matches.get(key)
+    if hit is None:
+        device = _PoolDevice(pool['vendor_id'], pool['product_id'], pool['dev_type'])
+        hit = matches[key] = tuple(aliases[item.alias].matches(device, tags) for item in wanted)
+    return hit
+
+
 def _fit_host(host: Mapping[str, Any], request: list[AliasRequest], aliases: Mapping[str, Alias], wanted: list[AliasRequest],
               needed: int, matches: dict[tuple, tuple[bool, ...]]) -> dict[str, Any] | str:
     """The candidate entry of one host, or why the request does not fit there."""
@@ -173,18 +218,15 @@ def _fit_host(host: Mapping[str, Any], request: list[AliasRequest], aliases: Map
     for pool in host['pools']:
         if not pool['count']:
             continue
-        tags = pool.get('tags') or {}
-        key = (pool['vendor_id'], pool['product_id'], pool['dev_type'], tuple(sorted(tags.items())))
-        hit = matches.get(key)
-        if hit is None:
-            device = _PoolDevice(pool['vendor_id'], pool['product_id'], pool['dev_type'])
-            hit = matches[key] = tuple(aliases[item.alias].matches(device, tags) for item in wanted)
+        hit = _pool_matches(pool, aliases, wanted, matches)
         if any(hit):
             relevant.append(pool)
             for index, matched in enumerate(hit):
                 if matched:
                     free[index] += pool['count']
-    short = [f'{item.alias}: {item.count} requested, {count} free' for item, count in zip(wanted, free) if count < item.count]
+    short = [f'{item.alias}: {item.count} requested, {count} free'
+             + _why_not_free(pool for pool in host['pools'] if _pool_matches(pool, aliases, wanted, matches)[index])
+             for index, (item, count) in enumerate(zip(wanted, free)) if count < item.count]
     if short:
         return '; '.join(short)
     trimmed = [dict(pool, free_addresses=(pool.get('free_addresses') or [])[:2 * needed]) for pool in relevant]
@@ -200,12 +242,13 @@ def _fit_host(host: Mapping[str, Any], request: list[AliasRequest], aliases: Map
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#1d1d1f}
-h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}h3{font-size:1em;margin:1.5em 0 .4em}
-table{border-collapse:collapse;margin:.4em 0}th,td{padding:.25em .7em;text-align:left;border-bottom:1px solid #ddd;white-space:nowrap}
-td.n{text-align:right;font-variant-numeric:tabular-nums}
-.bar{display:flex;width:14em;height:.9em;background:#eee;border-radius:2px;overflow:hidden}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:2em}h3{font-size:1em;margin:1.5em 0 .4em}
+table{border-collapse:collapse;margin:.4em 0}th,td{padding:.25em .7em;text-align:left;border-bottom:1px solid #ddd;white-space:nowrap;vertical-align:top}
+td.n{text-align:right;font-variant-numeric:tabular-nums}td.why{white-space:normal;max-width:36em;font-size:.9em}
+.ids,.meta{color:#666;font-size:.85em}
+.bar{display:flex;width:14em;height:.9em;background:#eee;border-radius:2px;overflow:hidden;margin-top:.25em}
 .bar span{display:block;height:100%}.free{background:#2e9e4f}.used{background:#d9822b}.blocked{background:#9a9a9a}
-.missing{color:#b00020}.legend span{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 1em;vertical-align:middle}
+.missing,.rejected{color:#b00020}.legend{margin:.2em 0}.legend span{display:inline-block;width:.9em;height:.9em;margin-right:.4em;vertical-align:middle}
 """
 
 
@@ -226,48 +269,118 @@ def _bar(pool: Mapping[str, Any]) -> str:
     parts = (('free', pool['count'], 'free'), ('used', pool['allocated'], 'allocated'), ('blocked', pool['unavailable'], 'unavailable'))
     spans = ''.join(f'<span class="{css}" style="width:{100 * value / total:.1f}%" title="{value} {label}"></span>'
                     for css, value, label in parts if value)
-    return f'<div class="bar" role="img" aria-label="{pool["count"]} free of {pool["total"]}">{spans}</div>'
+    return (f'<div class="bar" role="img" aria-label="{pool["count"]} free, {pool["allocated"]} allocated, '
+            f'{pool["unavailable"]} unavailable of {pool["total"]}">{spans}</div>')
 
 
-def _pool_row(pool: Mapping[str, Any], extra: str = '') -> str:
-    return (f'<tr><td>{_esc(pool["vendor_id"])}:{_esc(pool["product_id"])}</td><td>{_esc(pool["dev_type"])}</td>{extra}'
+def _device_cell(pool: Mapping[str, Any]) -> str:
+    """The pool's vendor and product names (pci.ids, when the host had them) over its ids."""
+    ids = f'{_esc(pool["vendor_id"])}:{_esc(pool["product_id"])}'
+    names = ' '.join(_esc(pool.get(key)) for key in ('vendor_name', 'product_name') if pool.get(key))
+    return f'<td>{names}<br><span class="ids">{ids}</span></td>' if names else f'<td>{ids}</td>'
+
+
+def _why_cell(pool: Mapping[str, Any]) -> str:
+    reasons: dict[str, int] = {}
+    if pool['unavailable']:
+        _add_reasons(reasons, pool.get('unavailable_reasons'))
+    lines = [f'{count} &times; {_esc(reason)}' for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0]))]
+    rest = pool['unavailable'] - sum(reasons.values())
+    if rest > 0:
+        lines.append(f'{rest} &times; reason not reported')
+    return f'<td class="why">{"<br>".join(lines) or "-"}</td>'
+
+
+def _alias_names(pool: Mapping[str, Any], aliases: Mapping[str, Alias] | None) -> str:
+    if not aliases:
+        return ''
+    device = _PoolDevice(pool['vendor_id'], pool['product_id'], pool['dev_type'])
+    try:
+        names = [name for name, alias in aliases.items() if alias.matches(device, pool.get('tags') or {})]
+    except (TypeError, AttributeError):    # facts this collection did not write
+        names = []
+    return f'<td>{_esc(", ".join(names) or "-")}</td>'
+
+
+def _pool_row(pool: Mapping[str, Any], aliases: Mapping[str, Alias] | None, extra: str = '') -> str:
+    return (f'<tr>{_device_cell(pool)}<td>{_esc(pool["dev_type"])}</td>{extra}{_alias_names(pool, aliases)}'
             f'<td>{_esc(_tags_text(pool.get("tags")))}</td><td class="n">{pool["count"]}</td><td class="n">{pool["allocated"]}</td>'
-            f'<td class="n">{pool["unavailable"]}</td><td class="n">{pool["total"]}</td><td>{_bar(pool)}</td></tr>')
+            f'<td class="n">{pool["unavailable"]}</td><td class="n">{pool["total"]}</td><td>{_bar(pool)}</td>{_why_cell(pool)}</tr>')
 
 
-_HEAD = '<th>free</th><th>allocated</th><th>unavailable</th><th>total</th><th></th>'
+def _head(aliases: Mapping[str, Alias] | None, extra: str = '') -> str:
+    return ('<tr><th>device</th><th>type</th>' + extra + ('<th>aliases</th>' if aliases else '')
+            + '<th>tags</th><th>free</th><th>allocated</th><th>unavailable</th><th>total</th><th></th><th>why unavailable</th></tr>')
 
 
-def render_html(fleet: Mapping[str, Any], candidate_hosts: list[dict[str, Any]] | None = None, title: str = 'PCI fleet') -> str:
-    """One self-contained page: no script, no style sheet, font or image from anywhere else."""
+_LEGEND = ('<p class="legend"><span class="free"></span><b>free</b>: whitelisted, held by no domain, can be given now</p>'
+           '<p class="legend"><span class="used"></span><b>allocated</b>: held by a domain (its live or persistent configuration)</p>'
+           '<p class="legend"><span class="blocked"></span><b>unavailable</b> (grey): whitelisted and held by no domain, but it cannot '
+           'be given now - an IOMMU group sibling is in another domain or on a host driver, its PF or one of its VFs is allocated, '
+           'the host uses it, or it is not on vfio-pci and libvirt may not rebind it; the column "why unavailable" says which</p>')
+
+
+def _entry_text(entry: Any) -> str:
+    what = [f'{entry.vendor_id or "*"}:{entry.product_id or "*"}', entry.device_type or 'type-PCI or type-VF',
+            f'numa_policy {entry.numa_policy}']
+    what.extend(f'{key}={value}' for key, value in entry.tags)
+    return ', '.join(what)
+
+
+def _request_section(request: list[AliasRequest], aliases: Mapping[str, Alias] | None) -> list[str]:
+    out = [f'<h2>Request</h2><p id="request"><b>{_esc(",".join(f"{item.alias}:{item.count}" for item in request))}</b></p>']
+    if aliases:
+        out.append('<table id="aliases"><tr><th>alias</th><th>matches</th></tr>')
+        for name, alias in sorted(aliases.items()):
+            entries = '<br>'.join(_esc(_entry_text(entry)) for entry in alias.entries)
+            out.append(f'<tr><td>{_esc(name)}</td><td>{entries}</td></tr>')
+        out.append('</table>')
+    return out
+
+
+def render_html(fleet: Mapping[str, Any], candidate_hosts: list[dict[str, Any]] | None = None, title: str = 'PCI fleet', *,
+                rejected: Mapping[str, str] | None = None, request: list[AliasRequest] | None = None,
+                aliases: Mapping[str, Alias] | None = None, generated_at: str | None = None) -> str:
+    """One self-contained page: no script, no style sheet, font or image from anywhere else.
+
+    ``rejected``: why each host cannot satisfy ``request``; ``aliases``: what each alias means (a
+    column says which aliases match each pool); ``generated_at``: the report's time, as the caller
+    words it (the page reads no clock).
+    """
     totals = fleet['totals']
     out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
            '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'">',
            f'<title>{_esc(title)}</title><style>{_CSS}</style></head><body>',
-           f'<h1>{_esc(title)}</h1>',
-           f'<p>{len(fleet["hosts"])} hosts ({len(fleet["missing"])} without pci_stats), {len(fleet["pools"])} pools: '
-           f'<b>{totals["count"]}</b> free, {totals["allocated"]} allocated, {totals["unavailable"]} unavailable, '
-           f'{totals["total"]} whitelisted devices.</p>',
-           '<p class="legend"><span class="free"></span>free<span class="used"></span>allocated'
-           '<span class="blocked"></span>unavailable</p>']
+           f'<h1>{_esc(title)}</h1>']
+    if generated_at is not None:
+        out.append(f'<p class="meta" id="generated-at">Report of {_esc(generated_at)}</p>')
+    out += [f'<p>{len(fleet["hosts"])} hosts ({len(fleet["missing"])} without pci_stats), {len(fleet["pools"])} pools: '
+            f'<b>{totals["count"]}</b> free, {totals["allocated"]} allocated, {totals["unavailable"]} unavailable, '
+            f'{totals["total"]} whitelisted devices.</p>', _LEGEND]
     if fleet['missing']:
         out.append('<h2>Hosts without pci_stats</h2><ul>')
         out.extend(f'<li class="missing" id="missing-{_esc(h["name"])}">{_esc(h["name"])}: {_esc(h["reason"])}</li>'
                    for h in fleet['hosts'] if h['status'] != 'ok')
         out.append('</ul>')
+    if request is not None:
+        out.extend(_request_section(request, aliases))
     if candidate_hosts is not None:
         out.append('<h2>Hosts that can satisfy the request</h2>')
         if candidate_hosts:
-            out.append('<table><tr><th>host</th><th>free of the requested aliases</th><th>devices it would give</th></tr>')
+            out.append('<table id="candidates"><tr><th>host</th><th>free of the requested aliases</th><th>devices it would give</th></tr>')
             for entry in candidate_hosts:
                 devices = '; '.join(f'{alias}: {", ".join(addresses) or "-"}' for alias, addresses in entry['devices'].items())
                 free = ', '.join(f'{alias} {count}' for alias, count in entry['free'].items())
                 out.append(f'<tr><td>{_esc(entry["host"])}</td><td>{_esc(free)}</td><td>{_esc(devices)}</td></tr>')
             out.append('</table>')
         else:
-            out.append('<p>None.</p>')
-    out.append(f'<h2>Pools across the fleet</h2><table id="fleet-pools"><tr><th>vendor:product</th><th>type</th><th>tags</th>{_HEAD}</tr>')
-    out.extend(_pool_row(pool) for pool in fleet['pools'])
+            out.append('<p class="rejected" id="no-candidate">No host can satisfy the request; why, per host, below.</p>')
+    if rejected:
+        out.append('<h2>Hosts that cannot satisfy the request</h2><table id="rejected"><tr><th>host</th><th>why</th></tr>')
+        out.extend(f'<tr><td>{_esc(name)}</td><td class="why">{_esc(why)}</td></tr>' for name, why in rejected.items())
+        out.append('</table>')
+    out.append(f'<h2>Pools across the fleet</h2><table id="fleet-pools">{_head(aliases)}')
+    out.extend(_pool_row(pool, aliases) for pool in fleet['pools'])
     out.append('</table><h2>Hosts</h2>')
     for host in fleet['hosts']:
         if host['status'] != 'ok':
@@ -275,16 +388,35 @@ def render_html(fleet: Mapping[str, Any], candidate_hosts: list[dict[str, Any]] 
         name = host['name']
         shown = f' ({_esc(host["hypervisor_hostname"])})' if host['hypervisor_hostname'] not in (None, name) else ''
         out.append(f'<h3 id="host-{_esc(name)}">{_esc(name)}{shown}: {host["totals"]["count"]} free of {host["totals"]["total"]}</h3>')
-        out.append(f'<table class="host"><tr><th>vendor:product</th><th>type</th><th>NUMA</th><th>PF</th><th>tags</th>{_HEAD}</tr>')
-        out.extend(_pool_row(pool, f'<td>{_esc(_or_dash(pool.get("numa_node")))}</td><td>{_esc(_or_dash(pool.get("parent_addr")))}</td>')
+        out.append(f'<table class="host">{_head(aliases, "<th>NUMA</th><th>PF</th>")}')
+        out.extend(_pool_row(pool, aliases, f'<td>{_esc(_or_dash(pool.get("numa_node")))}</td><td>{_esc(_or_dash(pool.get("parent_addr")))}</td>')
                    for pool in host['pools'])
         out.append('</table>')
     out.append('</body></html>\n')
     return '\n'.join(out)
 
 
-def render_json(fleet: Mapping[str, Any], candidate_hosts: list[dict[str, Any]] | None = None) -> str:
+def render_json(fleet: Mapping[str, Any], candidate_hosts: list[dict[str, Any]] | None = None, *,
+                rejected: Mapping[str, str] | None = None, request: list[AliasRequest] | None = None,
+                generated_at: str | None = None) -> str:
+    """fleet.json: the fleet, and with a request its text, the candidates and why each other host is rejected."""
     report = dict(fleet)
+    if request is not None:
+        report['request'] = ','.join(f'{item.alias}:{item.count}' for item in request)
     if candidate_hosts is not None:
         report['candidates'] = candidate_hosts
+    if rejected is not None:
+        report['rejected'] = dict(rejected)
+    if generated_at is not None:
+        report['generated_at'] = generated_at
     return json.dumps(report, indent=2, sort_keys=True, default=str) + '\n'
+
+
+def report_time(previous_json: str | None) -> str | None:
+    """The ``generated_at`` of an earlier fleet.json text; None when there is none (a report rewritten only when its
+    content changes keeps its time)."""
+    try:
+        value = json.loads(previous_json).get('generated_at') if previous_json else None
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None

@@ -129,11 +129,14 @@ def _tags_key(tags: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((str(key), str(value)) for key, value in tags.items()))
 
 
-def pools(states: Mapping[PciAddress, DeviceState]) -> list[dict[str, Any]]:
+def pools(states: Mapping[PciAddress, DeviceState], names: Any = None) -> list[dict[str, Any]]:
     """Whitelisted devices grouped by vendor, product, type, NUMA node, PF (for VFs) and tags.
 
     ``count`` is the free devices (Nova's meaning), beside ``total``, ``allocated`` and
-    ``unavailable``; ``free_addresses`` lists the free ones so the controller can name them.
+    ``unavailable``; ``free_addresses`` lists the free ones so the controller can name them, and
+    ``unavailable_reasons`` counts the unavailable ones per reason. ``names`` (an object with
+    ``vendor_name(vendor)`` and ``device_name(vendor, product)``, e.g. pci.ids) adds
+    ``vendor_name`` and ``product_name``.
     """
     grouped: dict[tuple, dict[str, Any]] = {}
     for address in sorted(states):
@@ -148,7 +151,10 @@ def pools(states: Mapping[PciAddress, DeviceState]) -> list[dict[str, Any]]:
             pool = grouped[key] = {'count': 0, 'total': 0, 'allocated': 0, 'unavailable': 0,
                                    'vendor_id': device.vendor_id, 'product_id': device.product_id, 'dev_type': device.dev_type,
                                    'numa_node': device.numa_node, 'parent_addr': parent, 'tags': dict(state.spec.tags),
-                                   'free_addresses': []}
+                                   'free_addresses': [], 'unavailable_reasons': {}}
+            if names is not None:
+                pool['vendor_name'] = names.vendor_name(device.vendor_id)
+                pool['product_name'] = names.device_name(device.vendor_id, device.product_id)
         pool['total'] += 1
         if state.status == STATUS_AVAILABLE:
             pool['count'] += 1
@@ -157,6 +163,8 @@ def pools(states: Mapping[PciAddress, DeviceState]) -> list[dict[str, Any]]:
             pool['allocated'] += 1
         else:
             pool['unavailable'] += 1
+            why = state.reason or 'unavailable'
+            pool['unavailable_reasons'][why] = pool['unavailable_reasons'].get(why, 0) + 1
     return [grouped[key] for key in sorted(grouped, key=_sort_key)]
 
 
@@ -260,7 +268,9 @@ def _policy_rank(candidate: Candidate, policy: str, nodes: frozenset[int] | None
 
 
 def fit(request: list[AliasRequest], aliases: Mapping[str, Alias], free: list[Candidate],
-        numa_nodes: Iterable[int] | None = None, sockets: Mapping[int, int] | None = None) -> Fit:
+        numa_nodes: Iterable[int] | None = None, sockets: Mapping[int, int] | None = None, *,
+        held: Mapping[str, Iterable[PciAddress]] | None = None, others: Mapping[PciAddress, DeviceState] | None = None,
+        host_use_hint: str | None = None) -> Fit:
     """Choose devices for ``request`` among ``free`` (the host's free devices).
 
     Per alias, in request order: devices the alias matches (PFs only when its device_type asks),
@@ -268,10 +278,17 @@ def fit(request: list[AliasRequest], aliases: Mapping[str, Alias], free: list[Ca
     alias's NUMA policy for a guest on ``numa_nodes`` (None: no placement, no constraint), best
     NUMA rank first, then devices the host does not use (``host_used`` comes only with force), then
     lowest address: the same inputs always give the same devices.
+
+    A shortage says why the other devices the alias matches are not free: the NUMA policy and this
+    request's own choices always; with ``others`` (the host's device states) also those held by a
+    domain, unavailable (IOMMU group, PF/VF, host use, ...) or not whitelisted. ``held`` (alias ->
+    the devices the domain already holds of it; the request's counts are then the devices to add)
+    makes the message give the whole count and what the domain holds. ``host_use_hint`` follows
+    the reason of a device whose only block is the host's use of it.
     """
     nodes = frozenset(numa_nodes) if numa_nodes is not None else None
     result = Fit()
-    taken: set[PciAddress] = set()
+    taken: dict[PciAddress, str] = {}        # address -> the alias that took it
     taken_pfs: set[PciAddress] = set()       # PFs of VFs taken
     for item in request:
         alias = aliases[item.alias]
@@ -282,24 +299,36 @@ def fit(request: list[AliasRequest], aliases: Mapping[str, Alias], free: list[Ca
         # Devices of one pool share vendor, product, type and the tags object: match each once.
         memo: dict[tuple, bool] = {}
         matching = []
+        already = []
         for c in free:
             key = (c.vendor_id, c.product_id, c.dev_type, id(c.tags))
             hit = memo.get(key)
             if hit is None:
                 hit = memo[key] = alias.matches(c, c.tags)
-            if hit and c.address not in taken:
-                matching.append(c)
+            if hit:
+                (already if c.address in taken else matching).append(c)
         usable = [c for c in matching
                   if not (c.physfn is not None and c.physfn in taken)
                   and not (c.dev_type == DEV_TYPE_PF and c.address in taken_pfs)]
         ranked = sorted(((rank, c.host_used, c.address, c) for c in usable
                          if (rank := _policy_rank(c, policy, nodes, sockets)) is not None), key=lambda t: t[:3])
         if len(ranked) < item.count:
-            result.problems.append(_shortage(item, alias, len(ranked), len(usable), len(matching), nodes, policy))
+            why = _Why(alias, policy, host_use_hint)
+            allowed = {t[2] for t in ranked}
+            why.add_numa([c for c in usable if c.address not in allowed])
+            left = {c.address for c in usable}
+            why.add(_CAT_REQUEST, 'excluded by a PF or VF taken for this request', None,
+                    (c.address for c in matching if c.address not in left))
+            for c in already:
+                why.add(_CAT_REQUEST, f'taken for {taken[c.address]} in this request', None, (c.address,))
+            mine = tuple((held or {}).get(item.alias, ()))
+            if others is not None:
+                why.add_states(others, {c.address for c in free} | set(mine))
+            result.problems.append(_head(item, len(mine), len(ranked), nodes, policy) + why.text())
             continue
         for _rank, _host_used, address, candidate in ranked[:item.count]:
             result.devices[item.alias].append(address)
-            taken.add(address)
+            taken[address] = item.alias
             if candidate.physfn is not None:
                 taken_pfs.add(candidate.physfn)
             result.reserved.extend(s for s in candidate.siblings if s not in result.reserved)
@@ -308,16 +337,103 @@ def fit(request: list[AliasRequest], aliases: Mapping[str, Alias], free: list[Ca
     return result
 
 
-def _shortage(item: AliasRequest, alias: Alias, allowed: int, usable: int, matching: int,
-              nodes: frozenset[int] | None, policy: str) -> str:
+def _head(item: AliasRequest, have: int, allowed: int, nodes: frozenset[int] | None, policy: str) -> str:
     where = f' on {_numa_text(nodes)}' if nodes is not None and policy != 'preferred' else ''
-    text = f'{item.alias}: {item.count} requested, {allowed} free{where}'
-    notes = []
-    if usable > allowed:
-        notes.append(f'{usable - allowed} more elsewhere, not allowed by numa_policy {policy}')
-    if matching > usable:
-        notes.append(f'{matching - usable} excluded by a PF or VF taken for this request')
-    return text + (f' ({"; ".join(notes)})' if notes else '')
+    if have:
+        return f'{item.alias}: {item.count + have} requested, the domain holds {have}, {allowed} more free{where}'
+    return f'{item.alias}: {item.count} requested, {allowed} free{where}'
+
+
+# Why the devices an alias matches are not free, grouped in this order; each category's label
+# stands for all its groups when a shortage has too many to list ({k}: how many groups).
+_CAT_NUMA, _CAT_REQUEST, _CAT_HELD, _CAT_IOMMU, _CAT_PFVF, _CAT_HOST, _CAT_OTHER, _CAT_WHITELIST, _CAT_UNKNOWN = range(9)
+_CATEGORY_LABELS = {
+    _CAT_NUMA: 'on other NUMA nodes, not allowed by numa_policy {policy}',
+    _CAT_REQUEST: 'taken or excluded by this request',
+    _CAT_HELD: 'held by {k} domains',
+    _CAT_IOMMU: 'unavailable for their IOMMU group',
+    _CAT_PFVF: 'unavailable while their PF or VF is allocated',
+    _CAT_HOST: 'used by the host',
+    _CAT_OTHER: 'unavailable',
+}
+MAX_GROUPS = 4       # more groups than this: one line per category
+MAX_EXAMPLES = 3     # addresses named per group
+
+
+def _examples(addresses: list[PciAddress]) -> str:
+    shown = ', '.join(str(a) for a in addresses[:MAX_EXAMPLES])
+    return shown + (f' and {len(addresses) - MAX_EXAMPLES} more' if len(addresses) > MAX_EXAMPLES else '')
+
+
+def _one(address: PciAddress, phrase: str, detail: str | None) -> str:
+    return f'{address} {phrase}' + (f' ({detail})' if detail else '')
+
+
+class _Why:
+    """The devices an alias matches but cannot have, grouped by reason: ``{category, phrase, detail} -> addresses``."""
+
+    def __init__(self, alias: Alias, policy: str, host_use_hint: str | None) -> None:
+        self.alias, self.policy, self.hint = alias, policy, host_use_hint
+        self.groups: dict[tuple[int, str, str | None], list[PciAddress]] = {}
+
+    def add(self, category: int, phrase: str, detail: str | None, addresses: Iterable[PciAddress]) -> None:
+        for address in addresses:
+            self.groups.setdefault((category, phrase, detail), []).append(address)
+
+    def add_numa(self, refused: list[Candidate]) -> None:
+        for c in refused:
+            where = _numa_text(frozenset((c.numa_node,))) if c.numa_node is not None else 'no NUMA node'
+            self.add(_CAT_NUMA, f'on {where}, not allowed by numa_policy {self.policy}', None, (c.address,))
+
+    def add_states(self, states: Mapping[PciAddress, DeviceState], skip: set[PciAddress]) -> None:
+        for address in sorted(states):
+            state = states[address]
+            if address in skip or state.device.is_bridge or state.status == STATUS_AVAILABLE:
+                continue
+            if not self.alias.matches(state.device, state.spec.tags if state.spec is not None else {}):
+                continue
+            self.add(*state_reason(state, self.hint), (address,))
+
+    def text(self) -> str:
+        if not self.groups:
+            return ''
+        keys = sorted(self.groups, key=lambda key: (key[0], self.groups[key][0]))
+        per_category: dict[int, list[tuple[int, str, str | None]]] = {}
+        for key in keys:
+            per_category.setdefault(key[0], []).append(key)
+        parts = []
+        for category, members in per_category.items():
+            if len(keys) > MAX_GROUPS and len(members) > 1:
+                addresses = [a for key in members for a in self.groups[key]]
+                label = _CATEGORY_LABELS[category].format(k=len(members), policy=self.policy)
+                parts.append(f'{len(addresses)} {label} (e.g. {_one(self.groups[members[0]][0], *members[0][1:])})')
+                continue
+            for key in members:
+                addresses = self.groups[key]
+                _category, phrase, detail = key
+                if len(addresses) == 1:
+                    parts.append(_one(addresses[0], phrase, detail))
+                else:
+                    parts.append(f'{len(addresses)} {phrase} ({_examples(addresses)}' + (f': {detail})' if detail else ')'))
+        return ': ' + ', '.join(parts)
+
+
+def state_reason(state: DeviceState, host_use_hint: str | None = None) -> tuple[int, str, str | None]:
+    """Why a device that is not available cannot be given: (category, phrase, detail)."""
+    if state.status == STATUS_ALLOCATED and state.allocation is not None:
+        return _CAT_HELD, f'held by domain {state.allocation.domain_name}', None
+    if state.status == STATUS_UNKNOWN:
+        return _CAT_UNKNOWN, 'of unknown status (libvirt could not be read)', None
+    if state.spec is None:
+        return _CAT_WHITELIST, 'not in the whitelist', None
+    reason = state.reason or 'unavailable'
+    if blocked_only_by_host_use(state):
+        return _CAT_HOST, 'unavailable', reason + (f'; {host_use_hint}' if host_use_hint else '')
+    if reason.startswith('IOMMU group '):
+        return _CAT_IOMMU, 'unavailable', reason
+    if reason.startswith(('its PF ', 'its VF ')):
+        return _CAT_PFVF, 'unavailable', reason
+    return _CAT_OTHER, 'unavailable', reason
 
 
 def free_per_alias(aliases: Mapping[str, Alias], free: list[Candidate]) -> dict[str, int]:

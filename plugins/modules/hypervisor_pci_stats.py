@@ -122,6 +122,21 @@ hypervisor:
           type: list
           elements: str
           sample: ["0000:3b:02.2", "0000:3b:02.3"]
+        unavailable_reasons:
+          description:
+            - Why the pool's unavailable devices cannot be given now - each reason (the C(unavailable_reason) of
+              M(passthrough.libvirt.pci_device_info)) with how many devices it holds back; empty when none is unavailable.
+            - M(passthrough.libvirt.pci_fleet) adds them up across hosts and shows them in its report.
+          type: dict
+          sample: {"IOMMU group 24: 0000:af:00.1 is held by the host driver snd_hda_intel": 1}
+        vendor_name:
+          description: Vendor name from pci.ids; V(null) when the database is missing or does not know the vendor.
+          type: str
+          sample: Intel Corporation
+        product_name:
+          description: Device name from pci.ids; V(null) when unknown.
+          type: str
+          sample: Ethernet Virtual Function 700 Series
 ansible_facts:
   description: Facts set on the host.
   returned: success
@@ -162,7 +177,7 @@ def run(params: dict) -> dict:
     aliases = parse_aliases(params['aliases'])
     snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params['device_spec'], params['config_path'])
     states = snapshot.states()
-    stats = pools(states)
+    stats = pools(states, snapshot.names)
     result = dict(
         changed=False,
         hypervisor=dict(hypervisor_hostname=snapshot.hostname, pci_stats=stats),

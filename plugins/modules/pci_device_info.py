@@ -139,6 +139,16 @@ hypervisor_hostname:
   returned: always
   type: str
   sample: compute-0.example.com
+stored_device_spec:
+  description:
+    - The whitelist stored on the host by M(passthrough.libvirt.pci_whitelist) (its O(device_spec) as given), read from
+      O(config_path); V(null) when none is stored.
+    - It is what the statuses are judged by when O(device_spec) is not given. When O(device_spec) is given, compare the
+      two to find a whitelist in the inventory that was changed but not applied (the C(pci_inventory) role warns).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{vendor_id: "8086", product_id: "154c", physical_network: physnet1}]
 allocations_known:
   description:
     - Whether libvirt could be asked which domains hold which devices.
@@ -351,7 +361,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import with_host_options
 from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import parse_id
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostSnapshot
+from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostSnapshot, HostStateError, load_state
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import LibvirtUnavailable, find_domain
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import DEV_TYPES, STATUSES, PciAddress, PciAddressError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._records import device_record, server_device
@@ -407,6 +417,7 @@ def run(params: dict) -> tuple[dict, list[str]]:
         hypervisor_hostname=snapshot.hostname,
         allocations_known=snapshot.allocations_known,
         pci_devices=devices,
+        stored_device_spec=_stored_device_spec(params, warnings),
     )
     if address is not None:
         result['pci_device'] = devices[0] if devices else None
@@ -416,6 +427,15 @@ def run(params: dict) -> tuple[dict, list[str]]:
                           state.device)
             for state in sorted(listed, key=lambda s: s.device.address)])
     return result, warnings
+
+
+def _stored_device_spec(params: dict, warnings: list[str]) -> list | None:
+    """The whitelist pci_whitelist stored on the host; None when none is stored (or, with device_spec, the file is unreadable)."""
+    try:
+        return load_state(params['config_path']).get('device_spec')
+    except HostStateError as exc:     # without device_spec the snapshot has raised it already
+        warnings.append(f'stored_device_spec: {exc}')
+        return None
 
 
 def main() -> None:

@@ -104,7 +104,8 @@ def test_a_device_held_by_one_domain_is_never_given_to_another(tmp_path, host, d
     second = attach(tmp_path, host, b.name(), request='gpu:1', aliases=ALIASES)
     assert second.result['attached'][0]['address'] == '0000:86:00.0'
     third = attach(tmp_path, host, b.name(), request='gpu:2', aliases=ALIASES)
-    assert third.rc == 1 and third.msg == 'request: not enough free devices on this host: gpu: 1 requested, 0 free'
+    assert third.rc == 1 and third.msg == ('request: not enough free devices on this host: gpu: 2 requested, the domain holds 1, 0 more free: '
+                                           f'0000:3c:00.0 held by domain {a.name()}')
     taken = attach(tmp_path, host, b.name(), addresses=['0000:3c:00.0'])
     assert taken.rc == 1 and taken.msg == f"addresses[0]: 0000:3c:00.0 cannot be attached: it is allocated to domain {a.name()}"
     assert config_hostdevs(a) == ['0000:3c:00.0'] and config_hostdevs(b) == ['0000:86:00.0']
@@ -185,7 +186,9 @@ def test_eight_jobs_at_once_five_free_devices(tmp_path, host, define_domain, con
     given = [address for r in ok for address in r[2]]
     assert len(given) == len(set(given))
     assert len(ok) == 5 and len(failed) == 3, results
-    assert all(r[1] == 'request: not enough free devices on this host: a1: 1 requested, 0 free' for r in failed), failed
+    # each refusal says why: the six devices a1 matches are held by six domains
+    assert all(r[1].startswith('request: not enough free devices on this host: a1: 1 requested, 0 free: 6 held by 6 domains (e.g. ')
+               for r in failed), failed
     assert sorted(given) == sorted(VFS + ['0000:3c:00.0'])
     # and libvirt agrees: no device is in two domains' configurations
     everywhere = [address for name in domains + [holder.name()] for address in config_hostdevs(conn.lookupByName(name))]

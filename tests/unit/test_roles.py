@@ -88,3 +88,48 @@ def test_pci_host_switches_given_as_strings_mean_what_they_say(tmp_path, given, 
         assert 'TASK [passthrough.libvirt.pci_host : Load vfio-pci]' in proc.stdout
         load = proc.stdout.split('TASK [passthrough.libvirt.pci_host : Load vfio-pci]', 1)[1].split('TASK [', 1)[0]
         assert 'skipping: [localhost]' in load, load
+
+
+def _inventory(tmp_path: Path, stored: list | None, given: list | None, request: str = '') -> subprocess.CompletedProcess:
+    """pci_inventory on a fixture tree, libvirt's test driver (no domain holds a device) and a state file storing ``stored``."""
+    if not (tmp_path / 'sys').exists():
+        sysfs_tree.dual_socket_server(tmp_path / 'sys')
+    (tmp_path / 'etc').mkdir(exist_ok=True)
+    (tmp_path / 'etc' / 'state.json').write_text(json.dumps({'version': 1, 'device_spec': stored, 'original_drivers': {}, 'sriov': {}}))
+    return run_role(tmp_path, 'pci_inventory', {
+        'pci_device_spec': given, 'pci_aliases': ALIASES, 'pci_request': request, 'pci_uri': 'test:///default',
+        'pci_sysfs_root': str(tmp_path / 'sys'), 'pci_config_path': str(tmp_path / 'etc' / 'state.json'),
+        'pci_report_dir': str(tmp_path / 'report')})
+
+
+def _task(stdout: str, name: str) -> str:
+    return stdout.split(f'TASK [passthrough.libvirt.pci_inventory : {name}]', 1)[1].split('TASK [', 1)[0]
+
+
+VFS_SPEC = [{'vendor_id': '8086', 'product_id': '154c'}]
+WARNING = 'Warn when pci_device_spec differs from the whitelist stored on the host'
+
+
+def test_pci_inventory_warns_when_the_given_whitelist_is_not_the_stored_one(tmp_path):
+    differs = _inventory(tmp_path, VFS_SPEC, [{'vendor_id': '10de', 'product_id': '20b5'}])
+    assert differs.returncode == 0, differs.stdout[-3000:]
+    warning = _task(differs.stdout, WARNING)
+    assert 'WARNING: localhost: pci_device_spec differs from the whitelist stored on the host' in warning, warning
+    assert 'Stored: [{\\"vendor_id\\": \\"8086\\", \\"product_id\\": \\"154c\\"}]; given: [{\\"vendor_id\\": \\"10de\\"' in warning
+    nothing_stored = _task(_inventory(tmp_path, None, VFS_SPEC).stdout, WARNING)
+    assert ', where none is stored.' in nothing_stored, nothing_stored
+    same = _inventory(tmp_path, VFS_SPEC, VFS_SPEC)
+    assert same.returncode == 0 and 'skipping: [localhost]' in _task(same.stdout, WARNING), same.stdout[-3000:]
+
+
+def test_pci_inventory_tables_name_the_inventory_host_and_the_summary_says_why_no_host_fits(tmp_path):
+    proc = _inventory(tmp_path, VFS_SPEC, None, request='a1:9')
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert 'skipping: [localhost]' in _task(proc.stdout, WARNING)     # no pci_device_spec: the stored one is used
+    table = _task(proc.stdout, 'Show the PCI devices')
+    assert '"localhost (libvirt: ' in table and ' PCI devices, allocations read from libvirt' in table, table
+    summary = _task(proc.stdout, 'Show the fleet summary')
+    assert 'request a1:9 fits: no host' in summary and 'localhost cannot: a1: 9 requested, 4 free' in summary, summary
+    report = json.loads((tmp_path / 'report' / 'fleet.json').read_text())
+    assert report['rejected'] == {'localhost': 'a1: 9 requested, 4 free'}
+    assert '<table id="rejected">' in (tmp_path / 'report' / 'fleet.html').read_text()

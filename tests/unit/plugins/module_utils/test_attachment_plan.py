@@ -146,9 +146,10 @@ def test_detach_by_id_and_address(devices):
 
 
 @pytest.mark.parametrize('request_, message', [
-    ('vf:1,pf:2', 'pf: 2 requested, 1 free (1 excluded by a PF or VF taken for this request)'),
-    ('pf:2,vf:1', 'vf: 1 requested, 0 free (4 excluded by a PF or VF taken for this request)'),
-    ('rtx:1', 'rtx: 1 requested, 0 free'),
+    ('vf:1,pf:2', 'pf: 2 requested, 1 free: 0000:3b:00.0 excluded by a PF or VF taken for this request'),
+    ('pf:2,vf:1', 'vf: 1 requested, 0 free: 4 excluded by a PF or VF taken for this request '
+                  '(0000:3b:02.0, 0000:3b:02.1, 0000:3b:02.2 and 1 more)'),
+    ('rtx:1', 'rtx: 1 requested, 0 free: 0000:af:00.0 unavailable (IOMMU group 24: 0000:af:00.1 is held by the host driver snd_hda_intel)'),
 ])
 def test_pf_vf_exclusion_and_iommu_groups(devices, request_, message):
     with pytest.raises(Refused) as refused:
@@ -177,8 +178,10 @@ def test_numa_policies(devices, nodes, request_, expected):
 def test_required_numa_policy_refuses_the_far_device(devices):
     held = domain(VM_B, 'vm-b', attachment(9, '0000:86:00.0', None))
     dom = domain(VM_A, 'vm-a', nodes={1})
-    with pytest.raises(Refused, match=r'gpu: 1 requested, 0 free on numa_node 1 \(1 more elsewhere, not allowed by numa_policy required\)'):
+    with pytest.raises(Refused) as refused:
         plan_attachment(snapshot(devices, info(dom), info(held)), dom, want(request='gpu:1'))
+    assert str(refused.value) == ('request: not enough free devices on this host: gpu: 1 requested, 0 free on numa_node 1: '
+                                  '0000:3c:00.0 on numa_node 0, not allowed by numa_policy required, 0000:86:00.0 held by domain vm-b')
 
 
 def test_a_device_the_host_uses_is_never_chosen_by_alias(devices):
@@ -186,8 +189,8 @@ def test_a_device_the_host_uses_is_never_chosen_by_alias(devices):
     use.add(A('0000:d8:00.0'), DEFAULT_ROUTE)
     with pytest.raises(Refused) as refused:
         plan_attachment(snapshot(devices, info(EMPTY), host_use=use), EMPTY, want(request='nic:1'))
-    assert str(refused.value) == ('request: not enough free devices on this host: nic: 1 requested, 0 free; '
-                                  f'0000:d8:00.0 (nic) is not offered: the host uses it: {DEFAULT_ROUTE} (force: true to take it anyway)')
+    assert str(refused.value) == ('request: not enough free devices on this host: nic: 1 requested, 0 free: '
+                                  f'0000:d8:00.0 unavailable (the host uses it: {DEFAULT_ROUTE}; force: true to take it anyway)')
 
 
 def test_a_device_the_host_uses_is_never_attached_by_address(devices):
@@ -252,3 +255,30 @@ def test_nothing_to_choose_reads_no_devices():
             raise AssertionError('devices read')
     plan = plan_attachment(NoDevices(whitelist=Whitelist.parse(SPEC), domains=[], host_use=None), THREE, want(request='vf:1'))
     assert detaches(plan) == [ident(4), ident(2)]
+
+
+def test_a_shortage_counts_what_the_domain_holds_and_names_the_holders(devices):
+    other = domain(VM_B, 'vm-b', attachment(9, VFS[3], 'vf'))
+    with pytest.raises(Refused) as refused:
+        plan_attachment(snapshot(devices, info(TWO_VFS), info(other)), TWO_VFS, want(request='vf:5'))
+    # the request's own count, what the domain holds, how many more are free, and why the last VF is not
+    assert str(refused.value) == ('request: not enough free devices on this host: '
+                                  'vf: 5 requested, the domain holds 2, 1 more free: 0000:3b:02.3 held by domain vm-b')
+
+
+def test_a_shortage_names_a_pf_blocked_by_its_vf_elsewhere(devices):
+    other = domain(VM_B, 'vm-b', attachment(9, VFS[3], 'vf'))
+    with pytest.raises(Refused) as refused:
+        plan_attachment(snapshot(devices, info(EMPTY), info(other)), EMPTY, want(request='pf:2'))
+    assert str(refused.value) == ('request: not enough free devices on this host: pf: 2 requested, 1 free: '
+                                  '0000:3b:00.0 unavailable (its VF 0000:3b:02.3 is allocated to domain vm-b)')
+
+
+def test_with_force_the_host_use_is_no_reason(devices):
+    use = HostUse()
+    use.add(A('0000:d8:00.0'), DEFAULT_ROUTE)
+    plan = plan_attachment(snapshot(devices, info(EMPTY), host_use=use), EMPTY, want(request='nic:1', force=True))
+    assert attaches(plan) == [('0000:d8:00.0', 'nic')]
+    with pytest.raises(Refused) as refused:
+        plan_attachment(snapshot(devices, info(EMPTY), host_use=use), EMPTY, want(request='nic:2', force=True))
+    assert str(refused.value) == 'request: not enough free devices on this host: nic: 2 requested, 1 free'

@@ -180,14 +180,15 @@ def test_pfs_only_when_the_alias_asks_for_them(devices):
 def test_a_vf_taken_excludes_its_pf(devices):
     chosen, problems, reserved = fitted(devices, X710, 'vf:1,pf:2')
     assert chosen == {'vf': ['0000:3b:02.0'], 'pf': []}
-    assert problems == ['pf: 2 requested, 1 free (1 excluded by a PF or VF taken for this request)'] and reserved == []
+    assert problems == ['pf: 2 requested, 1 free: 0000:3b:00.0 excluded by a PF or VF taken for this request'] and reserved == []
     assert fitted(devices, X710, 'vf:1,pf:1')[:2] == ({'vf': ['0000:3b:02.0'], 'pf': ['0000:3b:00.1']}, [])
 
 
 def test_a_pf_taken_excludes_its_vfs(devices):
     chosen, problems, reserved = fitted(devices, X710, 'pf:2,vf:1')
     assert chosen == {'pf': ['0000:3b:00.0', '0000:3b:00.1'], 'vf': []}
-    assert problems == ['vf: 1 requested, 0 free (4 excluded by a PF or VF taken for this request)'] and reserved == []
+    assert problems == ['vf: 1 requested, 0 free: 4 excluded by a PF or VF taken for this request '
+                        '(0000:3b:02.0, 0000:3b:02.1, 0000:3b:02.2 and 1 more)'] and reserved == []
 
 
 def test_iommu_group_siblings_are_taken_together(devices):
@@ -202,16 +203,16 @@ def test_iommu_group_siblings_are_taken_together(devices):
 @pytest.mark.parametrize('request_text, numa_nodes, sockets, chosen, problems', [
     # required: only devices on the guest's nodes; a device without NUMA information is refused
     ('gpu:1', {1}, None, ['0000:86:00.0'], []),
-    ('gpu:2', {1}, None, [], ['gpu: 2 requested, 1 free on numa_node 1 (1 more elsewhere, not allowed by numa_policy required)']),
-    ('nic:1', {1}, None, [], ['nic: 1 requested, 0 free on numa_node 1 (1 more elsewhere, not allowed by numa_policy required)']),
+    ('gpu:2', {1}, None, [], ['gpu: 2 requested, 1 free on numa_node 1: 0000:3c:00.0 on numa_node 0, not allowed by numa_policy required']),
+    ('nic:1', {1}, None, [], ['nic: 1 requested, 0 free on numa_node 1: 0000:d8:00.0 on no NUMA node, not allowed by numa_policy required']),
     # legacy: the guest's nodes, or no NUMA information
     ('nic-legacy:1', {1}, None, ['0000:d8:00.0'], []),
-    ('gpu-legacy:2', {0}, None, [], ['gpu-legacy: 2 requested, 1 free on numa_node 0 (1 more elsewhere, not allowed by numa_policy legacy)']),
+    ('gpu-legacy:2', {0}, None, [], ['gpu-legacy: 2 requested, 1 free on numa_node 0: 0000:86:00.0 on numa_node 1, not allowed by numa_policy legacy']),
     # preferred: the guest's node first, then anything (here above the lower address)
     ('gpu-preferred:2', {1}, None, ['0000:86:00.0', '0000:3c:00.0'], []),
     # socket: any node of the guest's socket(s); sub-NUMA clustering puts nodes 0 and 1 on socket 0
     ('gpu-socket:2', {1}, {0: 0, 1: 0}, ['0000:86:00.0', '0000:3c:00.0'], []),
-    ('gpu-socket:2', {1}, {0: 0, 1: 1}, [], ['gpu-socket: 2 requested, 1 free on numa_node 1 (1 more elsewhere, not allowed by numa_policy socket)']),
+    ('gpu-socket:2', {1}, {0: 0, 1: 1}, [], ['gpu-socket: 2 requested, 1 free on numa_node 1: 0000:3c:00.0 on numa_node 0, not allowed by numa_policy socket']),
     # no placement given: no constraint, lowest address first
     ('gpu:2', None, None, ['0000:3c:00.0', '0000:86:00.0'], []),
 ])
@@ -254,3 +255,45 @@ def test_numa_sockets_from_sysfs(tmp_path):
             (root / f'devices/system/cpu/cpu{first}/topology/physical_package_id').write_text(f'{package}\n')
     assert Sysfs(str(root)).numa_sockets() == {0: 0, 1: 0, 2: 1}      # node 3 has memory only
     assert Sysfs(str(tmp_path)).numa_sockets() == {}
+
+
+# -- why a shortage: the devices the alias matches that are not free ------------------------------
+
+def test_a_shortage_names_held_and_unavailable_devices(devices):
+    spec = X710 + [{'vendor_id': '10de', 'product_id': '2204'}]
+    states = assess(devices, Whitelist.parse(spec), held(('0000:3b:02.0', 'vm-a'), ('0000:3b:02.1', 'vm-a'), ('0000:3b:00.1', 'vm-b')))
+    request = parse_request('vf:4,rtx:1,pf:1', ALIASES)
+    result = fit(request, ALIASES, candidates(states), others=states)
+    assert result.problems == [
+        'vf: 4 requested, 2 free: 2 held by domain vm-a (0000:3b:02.0, 0000:3b:02.1)',
+        'rtx: 1 requested, 0 free: 0000:af:00.0 unavailable (IOMMU group 24: 0000:af:00.1 is held by the host driver snd_hda_intel)',
+        'pf: 1 requested, 0 free: 0000:3b:00.1 held by domain vm-b, 0000:3b:00.0 unavailable (its VF 0000:3b:02.0 is allocated to domain vm-a)',
+    ]
+    # the domain's own devices of the alias are counted, not listed as held
+    mine = fit(parse_request('vf:3', ALIASES), ALIASES, candidates(states), others=states,
+               held={'vf': [A('0000:3b:02.0'), A('0000:3b:02.1')]})
+    assert mine.problems == ['vf: 5 requested, the domain holds 2, 2 more free']
+
+
+def test_a_device_outside_the_whitelist_is_named(devices):
+    states = assess(devices, Whitelist.parse(X710), {})
+    result = fit(parse_request('rtx:1', ALIASES), ALIASES, candidates(states), others=states)
+    assert result.problems == ['rtx: 1 requested, 0 free: 0000:af:00.0 not in the whitelist']
+
+
+def test_many_reasons_are_counted_per_kind_with_examples(tmp_path):
+    sysfs_tree.synthetic(tmp_path, 400)
+    devices = {device.address: device for device in Sysfs(str(tmp_path)).read_devices()}
+    pfs = sorted(a for a, d in devices.items() if (d.vendor_id, d.product_id) == ('8086', '1572') and d.virtfns)[:6]
+    vfs = sorted(a for a, d in devices.items() if (d.vendor_id, d.product_id) == ('8086', '154c') and d.physfn not in pfs)
+    allocations = {pf: Allocation(pf, f'uuid-{n}', f'vm-{n}', None, None, persistent=True) for n, pf in enumerate(pfs)}
+    allocations.update({vf: Allocation(vf, VM_A, 'vm-a', None, None, persistent=True) for vf in vfs})
+    states = assess(devices, Whitelist.parse([{'vendor_id': '8086', 'product_id': '154c'}]), allocations)
+    result = fit(parse_request('vf:1', ALIASES), ALIASES, candidates(states), others=states)
+    blocked = sum(len(devices[pf].virtfns) for pf in pfs)
+    first_vf = devices[pfs[0]].virtfns[0]
+    # seven groups (one domain holding VFs, six PFs each in its own domain): the PF/VF ones become one count
+    assert result.problems == [
+        f'vf: 1 requested, 0 free: {len(vfs)} held by domain vm-a ({", ".join(map(str, vfs[:3]))} and {len(vfs) - 3} more), '
+        f'{blocked} unavailable while their PF or VF is allocated '
+        f'(e.g. {first_vf} unavailable (its PF {pfs[0]} is allocated to domain vm-0))']
