@@ -16,6 +16,9 @@ description:
   - Runs on the controller, once for the play, whatever the number of hosts; it connects to no host.
   - Hosts whose C(pci_stats) are missing (the module has not run on them, or failed, or their facts are not cached)
     are listed in RV(fleet.missing) and shown with C(status=missing), never silently dropped.
+  - For a host whose facts lack C(pci_stats), it reads the C(jsonfile) fact cache directory itself, in both the plain
+    form AWX and ansible-runner write and the wrapped form of ansible-core 2.19, since ansible-core 2.19 reads only its
+    own. See O(plain_cache) for the other direction.
   - With O(request) and O(aliases), lists the hosts that can satisfy the request, best first, with the devices each
     would give.
   - With O(dest), writes C(fleet.json) and C(fleet.html) there - one self-contained page (no script, no request
@@ -30,8 +33,32 @@ options:
         show as missing.
       - Under C(--limit), name the hosts (for example C("{{ groups['compute'] }}")) and use a fact cache, so the
         hosts left out of this run are read from the cache.
+      - A named host that is not in this run's inventory (in AWX, a host of another slice of a sliced job) does not
+        fail the task; its C(pci_stats) are read from the published records (O(records)) or the fact cache, and
+        without them it is listed in RV(fleet.missing) with the reason.
+      - With O(records) and without O(hosts), the hosts of the published records, in name order.
     type: list
     elements: str
+  records:
+    description:
+      - Also use the per-host records that the C(pci_inventory) role publishes with C(set_stats) (the variables
+        C(pci_fleet_host_<name>_<hash>), each with C(name), C(pci_stats) and C(pci_hypervisor_hostname)). In an AWX workflow the
+        artifacts of the earlier nodes arrive as extra variables, and one variable per host survives the merge of
+        the artifacts of a sliced job's slices, so a later node rebuilds the whole fleet whichever slice finished last.
+      - A host's own C(pci_stats) fact, when it has one, wins over its record; the record wins over the fact cache.
+    type: bool
+    default: false
+  plain_cache:
+    description:
+      - With the C(jsonfile) fact cache and ansible-core 2.19 or newer, merge each host's C(pci_stats) and
+        C(pci_hypervisor_hostname) facts of this run into the plain JSON file C(<prefix><host>) of the cache directory.
+      - ansible-core 2.19 writes its cache as C(s1_<host>), the facts wrapped in a C(__payload__) JSON string; AWX's fact
+        storage and ansible-runner read and write C(<host>) as plain JSON. Without this file AWX stores no facts of the
+        job (and clears those of a host that had none). Other keys of the file are kept. Not in check mode.
+      - Hosts without C(pci_stats) in their facts are read from the cache directory in either form (the newer file
+        wins, the cache's timeout applies), whatever this option says.
+    type: bool
+    default: true
   request:
     description:
       - Devices a domain needs, as C("alias:count[,alias:count]") or a list of C({alias, count}) (the request
@@ -100,6 +127,7 @@ EXAMPLES = r'''
           - {name: a100, vendor_id: "10de", product_id: "20b5"}
         query: "pools[?count > `0`].{product: product_id, free: count}"
       register: fleet
+      run_once: true   # pci_fleet runs once anyway; run_once also registers its result on every host
 
     - name: Where two A100s fit, best first
       ansible.builtin.debug:
@@ -144,6 +172,20 @@ query_result:
   description: The answer of O(query).
   returned: when O(query) is given
   type: raw
+records:
+  description:
+    - The records of the hosts of this run's play whose C(pci_stats) came from their facts (failed hosts with
+      C(pci_stats=null)), keyed by the variable they are published as (C(pci_fleet_host_<name>_<hash>), the name
+      with every character other than a letter, digit or C(_) made C(_), and the first 8 hex digits of its SHA-1).
+      The C(pci_inventory) role publishes them with C(set_stats).
+  returned: always
+  type: dict
+  sample: {pci_fleet_host_compute_01_0a1b2c3d: {name: compute-01, pci_hypervisor_hostname: compute-01.example.com, pci_stats: []}}
+cache_written:
+  description: The hosts whose plain fact cache file O(plain_cache) wrote.
+  returned: always
+  type: list
+  elements: str
 files:
   description: The files of O(dest).
   returned: when O(dest) is given

@@ -24,6 +24,7 @@ import yaml
 from playwright.sync_api import sync_playwright   # make test installs it, and Debian's chromium
 
 from ansible_collections.passthrough.libvirt.tests import sysfs_tree
+from ansible_collections.passthrough.libvirt.tests.integration.domains import hostdev_xml
 
 PLAYBOOK = Path(__file__).parent / 'playbooks' / 'fleet.yml'
 SRC_TREE = Path(os.path.abspath(sysfs_tree.__file__)).parents[4]
@@ -84,7 +85,9 @@ def test_the_fleet_report_counts_every_host(report):
     # gpu:1,vf:2 fits only h1 (h2 has no GPU); the JMESPath query sums the VF pools
     assert [c['host'] for c in result['fleet']['candidates']] == ['h1']
     assert result['fleet']['candidates'][0]['devices'] == {'gpu': ['0000:3c:00.0'], 'vf': ['0000:3b:02.0', '0000:3b:02.1']}
-    assert result['fleet']['rejected'] == {'h2': 'gpu: 1 requested, 0 free', 'h3': 'its pci_stats are missing'}
+    assert result['fleet']['rejected'] == {'h2': 'gpu: 1 requested, 0 free: no whitelisted device of this host matches it',
+                                           'h3': 'its pci_stats are missing'}
+    assert json.loads((report / 'fleet.json').read_text())['rejected'] == result['fleet']['rejected']
     assert result['fleet']['query_result'] == 8
     assert result['fleet']['changed'] is True and result['again_changed'] is False
     assert json.loads((report / 'fleet.json').read_text())['totals'] == fleet['totals']
@@ -149,6 +152,80 @@ def test_the_inventory_playbook_publishes_the_summary_as_stats(conn, tmp_path):
                                 'h3': {'count': 0, 'total': 0, 'allocated': 0, 'unavailable': 0}}
     assert summary['missing'] == [] and summary['candidates'] == ['h1', 'h2'] and summary['report_dir'] == str(report)
     assert sorted(p.name for p in report.iterdir()) == ['fleet.html', 'fleet.json', 'h1.json', 'h2.json', 'h3.json']
+
+
+IOMMU = 'IOMMU group 24: 0000:af:00.1 is held by the host driver snd_hda_intel'
+SCREENSHOT = Path('/tmp/fleet-screenshot.png')
+
+
+def test_when_no_host_fits_the_page_says_why_and_why_devices_are_grey(define_domain, tmp_path):
+    """playbooks/inventory.yml with a request no host can satisfy, the page read back in Chromium (and a screenshot).
+
+    h1 whitelists the A100s, the RTX 3090 (its HDMI audio function stays on snd_hda_intel: unavailable) and the
+    X710 VFs tagged physnet1; h2 only the VFs. A domain holds one VF (both hosts share this libvirtd). No whitelist
+    is stored on the hosts, so the role warns that pci_device_spec is not the stored one.
+    """
+    for name in ('h1', 'h2'):
+        sysfs_tree.dual_socket_server(tmp_path / name / 'sys')
+    vfs = {'vendor_id': '8086', 'product_id': '154c', 'physical_network': 'physnet1'}
+    hosts = {name: {'pci_sysfs_root': str(tmp_path / name / 'sys'), 'pci_config_path': str(tmp_path / name / 'state.json')}
+             for name in ('h1', 'h2')}
+    hosts['h1']['pci_device_spec'] = [{'vendor_id': '10de', 'product_id': '20b5'}, {'address': '0000:af:00.0'}, vfs]
+    hosts['h2']['pci_device_spec'] = [vfs]
+    inventory = {'compute': {'hosts': hosts, 'vars': {
+        'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable,
+        'pci_aliases': [{'name': 'gpu', 'vendor_id': '10de', 'product_id': '20b5'},
+                        {'name': 'rtx', 'vendor_id': '10de', 'product_id': '2204'},
+                        {'name': 'vf', 'vendor_id': '8086', 'product_id': '154c', 'device_type': 'type-VF'}]}}}
+    (tmp_path / 'inventory.yml').write_text(yaml.safe_dump(inventory))
+    holder = define_domain(hostdev_xml('0000:3b:02.3'))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(SRC_TREE), ANSIBLE_NOCOLOR='1')
+    report = tmp_path / 'report'
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(tmp_path / 'inventory.yml'),
+                           str(Path(__file__).resolve().parents[2] / 'playbooks' / 'inventory.yml'),
+                           '-e', f'pci_report_dir={report}', '-e', 'pci_request=rtx:1,vf:1'],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    # the tables are headed by the inventory name; the drift warning; the summary says why per host
+    assert _said(proc.stdout, 'h1 (libvirt: ') and _said(proc.stdout, 'h2 (libvirt: '), proc.stdout[-4000:]
+    assert _said(proc.stdout, 'WARNING: h1: pci_device_spec differs from the whitelist stored on the host'), proc.stdout[-4000:]
+    assert _said(proc.stdout, 'request rtx:1,vf:1 fits: no host'), proc.stdout[-4000:]
+    assert _said(proc.stdout, f'h1 cannot: rtx: 1 requested, 0 free: 1 unavailable ({IOMMU})'), proc.stdout[-4000:]
+    rejected = json.loads((report / 'fleet.json').read_text())['rejected']
+    assert rejected == {'h1': f'rtx: 1 requested, 0 free: 1 unavailable ({IOMMU})',
+                        'h2': 'rtx: 1 requested, 0 free: no whitelisted device of this host matches it'}
+
+    url = (report / 'fleet.html').as_uri()
+    requests = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox'])
+        try:
+            page = browser.new_page(viewport={'width': 1400, 'height': 900})
+            page.on('request', lambda request: requests.append(request.url))
+            page.goto(url, wait_until='load')
+            rejected_rows = page.locator('#rejected tr').all_inner_texts()[1:]
+            stamp = page.inner_text('#generated-at')
+            request_text = page.inner_text('#request')
+            h1_rows = page.locator('#host-h1 + table tr').all_inner_texts()
+            legend = ' '.join(page.locator('.legend').all_inner_texts())
+            text = page.inner_text('body')
+            page.screenshot(path=str(tmp_path / 'fleet.png'), full_page=True)
+        finally:
+            browser.close()
+    shutil.copyfile(tmp_path / 'fleet.png', SCREENSHOT)
+    assert requests == [url]
+    assert [row.split('\t') for row in rejected_rows] == [[name, why] for name, why in rejected.items()]
+    assert re.fullmatch(r'Report of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC', stamp) and request_text == 'rtx:1,vf:1'
+    assert 'No host can satisfy the request' in text and 'None.' not in text
+    # h1's pools by name (pci.ids), with the aliases that match each and why the grey part is grey
+    rtx = [row for row in h1_rows if '10de:2204' in row]
+    assert len(rtx) == 1 and '\trtx\t' in rtx[0] and f'1 × {IOMMU}' in rtx[0], h1_rows
+    vf_row = [row for row in h1_rows if '8086:154c' in row]
+    assert len(vf_row) == 1 and '\tvf\t' in vf_row[0] and '\t3\t1\t0\t4\t' in vf_row[0], h1_rows
+    if Path('/usr/share/misc/pci.ids').exists():
+        assert 'NVIDIA Corporation' in rtx[0] and 'Intel Corporation' in vf_row[0]
+    assert 'unavailable (grey)' in legend and 'IOMMU group sibling' in legend
+    del holder
 
 
 def _recap(stdout: str) -> dict[str, int]:

@@ -71,7 +71,8 @@ def test_a_request_only_one_host_can_satisfy():
     result = run({'request': 'gpu:1,vf:2', 'aliases': ALIASES})
     assert result['candidates'] == [{'host': 'compute-a', 'hypervisor_hostname': 'compute-a.example', 'free': {'gpu': 1, 'vf': 3},
                                      'devices': {'gpu': ['0000:3c:00.0'], 'vf': ['0000:3b:02.0', '0000:3b:02.1']}}]
-    assert result['rejected'] == {'compute-b': 'vf: 2 requested, 0 free', 'compute-c': 'its pci_stats are missing'}
+    assert result['rejected'] == {'compute-b': 'vf: 2 requested, 0 free: no whitelisted device of this host matches it',
+                                  'compute-c': 'its pci_stats are missing'}
 
 
 def test_candidates_best_first_and_hosts_from_the_fact_cache():
@@ -89,12 +90,19 @@ def test_a_jmespath_query():
     assert with_candidates['query_result'] == 'compute-b'
 
 
+def test_a_host_outside_the_inventory_is_missing_not_an_error():
+    """A sliced job's inventory holds its slice only: the other hosts named in hosts are missing."""
+    result = run({'hosts': ['compute-a', 'compute-z']})
+    assert not result.get('failed'), result
+    assert result['fleet']['missing'] == ['compute-z']
+    assert [host['name'] for host in result['fleet']['hosts'] if host['status'] == 'ok'] == ['compute-a']
+
+
 @pytest.mark.parametrize('args, message', [
     ({'request': 'gpu:1'}, 'request: needs aliases to say what each alias name means'),
     ({'request': 'gpu:x', 'aliases': ALIASES}, "request: count 'x' in 'gpu:x' is not a whole number"),
     ({'request': 'tpu:1', 'aliases': ALIASES}, "request: 'tpu:1' names unknown alias 'tpu' (known: gpu, vf)"),
     ({'query': 'hosts[?'}, "query: 'hosts[?' is not a valid JMESPath expression"),
-    ({'hosts': ['compute-a', 'compute-z']}, "hosts: 'compute-z' is not in the inventory"),
     ({'aliases': [{'name': 'gpu', 'vendor_id': 10}]}, "aliases[0].vendor_id: 10 must be exactly 4 hex digits"),
 ])
 def test_bad_input_is_one_clear_message(args, message):
@@ -139,3 +147,43 @@ def test_pools_with_unreadable_addresses_reject_that_host_only():
     result = run({'request': 'gpu:1', 'aliases': ALIASES}, hostvars=hostvars)
     assert [c['host'] for c in result['candidates']] == ['compute-a']
     assert result['rejected']['compute-b'].startswith("its pci_stats cannot be fitted: PciAddressError: invalid PCI address '../../etc'")
+
+
+IOMMU = 'IOMMU group 24: 0000:86:00.1 is held by the host driver snd_hda_intel'
+
+
+def test_when_no_host_fits_the_reasons_are_in_the_result_the_json_and_the_page(tmp_path):
+    named = dict(pool('20b5', 'type-PCI', 2, unavailable=1, numa=1, base=0x86), unavailable_reasons={IOMMU: 1},
+                 vendor_name='NVIDIA Corporation', product_name='GA100 [A100 PCIe 40GB]')
+    hostvars = dict(HOSTVARS, **{'compute-b': {'ansible_facts': {'pci_hypervisor_hostname': 'compute-b', 'pci_stats': [named]}}})
+    result = run({'request': 'gpu:3', 'aliases': ALIASES, 'dest': str(tmp_path)}, hostvars=hostvars)
+    rejected = {'compute-a': 'gpu: 3 requested, 1 free: 1 allocated',
+                'compute-b': f'gpu: 3 requested, 2 free: 1 unavailable ({IOMMU})',
+                'compute-c': 'its pci_stats are missing'}
+    assert result['candidates'] == [] and result['rejected'] == rejected
+    report = json.loads((tmp_path / 'fleet.json').read_text())
+    assert report['rejected'] == rejected and report['candidates'] == [] and report['request'] == 'gpu:3'
+    stamp = report['generated_at']
+    assert stamp.endswith(' UTC')
+    page = (tmp_path / 'fleet.html').read_text()
+    assert 'None.' not in page and 'No host can satisfy the request' in page
+    assert '<td>compute-b</td><td class="why">gpu: 3 requested, 2 free: 1 unavailable (IOMMU group 24: ' in page
+    assert f'<p class="meta" id="generated-at">Report of {stamp}</p>' in page
+    assert '<p id="request"><b>gpu:3</b></p>' in page and '10de:20b5, type-PCI or type-VF, numa_policy legacy' in page
+    # names over the ids, the aliases that match, why the grey part of the bar is grey, and its legend
+    assert 'NVIDIA Corporation GA100 [A100 PCIe 40GB]<br><span class="ids">10de:20b5</span>' in page
+    assert '<td>gpu</td>' in page and f'<td class="why">1 &times; {IOMMU}</td>' in page
+    assert '<b>unavailable</b> (grey)' in page
+    # the same content again: nothing changes, the report keeps its time
+    again = run({'request': 'gpu:3', 'aliases': ALIASES, 'dest': str(tmp_path)}, hostvars=hostvars)
+    assert again['changed'] is False and json.loads((tmp_path / 'fleet.json').read_text())['generated_at'] == stamp
+
+
+def test_the_fleet_pools_sum_the_reasons_and_keep_the_names():
+    named = dict(pool('20b5', 'type-PCI', 0, unavailable=2), unavailable_reasons={IOMMU: 1, 'the host uses it: boot VGA': 1},
+                 vendor_name='NVIDIA Corporation', product_name='GA100')
+    other = dict(pool('20b5', 'type-PCI', 1, unavailable=1), unavailable_reasons={IOMMU: 1})
+    hostvars = {'h1': {'ansible_facts': {'pci_stats': [named]}}, 'h2': {'ansible_facts': {'pci_stats': [other]}}}
+    [merged] = run({}, hosts=['h1', 'h2'], hostvars=hostvars)['fleet']['pools']
+    assert merged['unavailable_reasons'] == {IOMMU: 2, 'the host uses it: boot VGA': 1}
+    assert (merged['vendor_name'], merged['product_name']) == ('NVIDIA Corporation', 'GA100')
