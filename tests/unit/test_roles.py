@@ -31,8 +31,9 @@ def run_role(tmp_path: Path, role: str, variables: dict) -> subprocess.Completed
                                      'roles': [{'role': f'passthrough.libvirt.{role}'}]}]))
     extra = tmp_path / 'vars.json'
     extra.write_text(json.dumps(variables))
+    # The callback's result format is fixed here: make exports yaml, a bare pytest run gets json.
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(SRC_TREE), ANSIBLE_NOCOLOR='1', ANSIBLE_LOCALHOST_WARNING='0',
-               ANSIBLE_INVENTORY_UNPARSED_WARNING='0')
+               ANSIBLE_INVENTORY_UNPARSED_WARNING='0', ANSIBLE_CALLBACK_RESULT_FORMAT='json')
     return subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-c', 'local', str(playbook),
                            '-e', f'@{extra}', '-e', f'ansible_python_interpreter={sys.executable}'],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
