@@ -27,7 +27,8 @@ export ANSIBLE_NOCOWS := 1
 
 help:
 	@echo "make demo   - install what is needed, then inventory this host's PCI devices (table + ./pci-report/)"
-	@echo "make test   - install what is needed, start libvirtd if none answers, run sanity, unit and integration tests"
+	@echo "make test   - install what is needed, start libvirtd if none answers, run every test: sanity, lint, unit (3.11 and 3.9),"
+	@echo "              integration, molecule, the nested VFIO lab and the execution environment build (about 25 min)"
 	@echo "make bench  - discovery, fleet and attach benchmarks (bench/; make bench-fleet, make bench-attach for one)"
 	@echo "make lab    - the nested VFIO lab: two hypervisor VMs with a virtual IOMMU, scenario over SSH (docs/lab.md)"
 	@echo "make lab-down - stop lab VMs left running"
@@ -118,7 +119,9 @@ molecule: venv src-tree libvirtd
 	if [ $$rc -ne 0 ]; then echo "molecule failed; the failed tasks (whole log: $(BUILD)/molecule.log):"; \
 		sed 's/\x1b\[[0-9;]*m//g' $(BUILD)/molecule.log | grep -B12 -A6 -E 'fatal:|FAILED!' | cut -c1-200; fi; exit $$rc
 
-test: system-test venv src-tree sanity lint units units-py39 integration molecule
+# Every test: the suites on this machine, then the real-kernel proof (live VFIO hot-plug in the nested
+# lab) and the execution environment built and checked with podman. CI runs exactly this.
+test: system-test venv src-tree sanity lint units units-py39 integration molecule lab ee
 
 bench: system-test venv src-tree
 	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/discovery
