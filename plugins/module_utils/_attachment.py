@@ -39,7 +39,13 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt impor
     numa_nodes,
     parse_hostdevs,
 )
-from ansible_collections.passthrough.libvirt.plugins.module_utils._model import ALIAS_PREFIX, STATUS_AVAILABLE, PciAddress, PciAddressError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
+    ALIAS_PREFIX,
+    STATUS_AVAILABLE,
+    Hostdev,
+    PciAddress,
+    PciAddressError,
+)
 from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import blocked_only_by_host_use, candidates, fit
 from ansible_collections.passthrough.libvirt.plugins.module_utils._records import server_device
 
@@ -83,6 +89,8 @@ class DomainState:
     attachments: list[Attachment] = field(default_factory=list)   # record order (attach order), then orphans
     records: list[dict[str, str | None]] = field(default_factory=list)   # the metadata as it is, stale ones too
     numa_nodes: set[int] | None = None
+    # Every PCI device of the domain (anyone's): the live definition's, then those only in the persistent one.
+    hostdevs: list[Hostdev] = field(default_factory=list)
 
     @property
     def orphans(self) -> list[Attachment]:
@@ -103,10 +111,12 @@ def read_domain_state(dom: Any) -> DomainState:
     found: dict[str, Attachment] = {}
     live_xml = dom.xml() if active else None
     config_xml = dom.xml(inactive=True) if persistent else None
+    every: dict[PciAddress, Hostdev] = {}
     for xml, live in ((live_xml, True), (config_xml, False)):
         if xml is None:
             continue
         for hostdev in parse_hostdevs(xml):
+            every.setdefault(hostdev.address, hostdev)
             if hostdev.attachment_id is None:
                 continue
             item = found.setdefault(hostdev.attachment_id, Attachment(hostdev.attachment_id, hostdev.address, None, recorded=False))
@@ -127,7 +137,7 @@ def read_domain_state(dom: Any) -> DomainState:
             order.append(item)
     attachments = order + [item for item in found.values() if not item.recorded]
     return DomainState(dom.uuid, dom.name, active, persistent, attachments, records,
-                       numa_nodes(live_xml if active else config_xml))
+                       numa_nodes(live_xml if active else config_xml), list(every.values()))
 
 
 # -- the request ---------------------------------------------------------------------------------------------
@@ -204,13 +214,19 @@ class Plan:
         return bool(self.attach or self.detach or self.drop_records)
 
 
-def plan_attachment(snapshot: HostSnapshot, domain: DomainState, request: AttachmentRequest) -> Plan:
-    """Everything a run will change, or a ``Refused`` naming the field and the value. No I/O of its own:
-    the snapshot's parts it asks for are read once, on first use (a plain snapshot of values in tests)."""
+def reconciliation(domain: DomainState) -> Plan:
+    """What every run does first, a query included: drop the stale records, report the orphans."""
     plan = Plan(drop_records=[str(record['id']) for record in domain.stale_records])
     for orphan in domain.orphans:
         plan.warnings.append(f'{orphan.address} (attachment {orphan.attachment_id}) carries this collection\'s alias but no '
                              'record: it counts for no alias; remove it with attachment_ids or addresses')
+    return plan
+
+
+def plan_attachment(snapshot: HostSnapshot, domain: DomainState, request: AttachmentRequest) -> Plan:
+    """Everything a run will change, or a ``Refused`` naming the field and the value. No I/O of its own:
+    the snapshot's parts it asks for are read once, on first use (a plain snapshot of values in tests)."""
+    plan = reconciliation(domain)
     if request.state == 'absent':
         _plan_removal(domain, request, plan)
         return plan
@@ -341,7 +357,8 @@ class Attacher:
     def _detach_all(self, items: list[Attachment]) -> None:
         if self.live and self.domain.active:
             self.dom.watch_removals()
-        in_config = {h.alias for h in parse_hostdevs(self.dom.xml(inactive=True))} if self.config and self.domain.persistent else set()
+        # The domain state read under the lock says which of ours are in the persistent definition.
+        in_config = {item.libvirt_alias for item in self.domain.attachments if item.config} if self.config else set()
         for item in items:
             problem = self._remove(item, in_config)
             if problem:
@@ -476,17 +493,17 @@ class AttachmentRun:
             if query:
                 snapshot = self._snapshot()
                 domain = read_domain_state(dom)
-                return self._result(dom, snapshot, domain, Plan(drop_records=[str(r['id']) for r in domain.stale_records]), Outcome(), changed=False)
+                return self._result(snapshot, domain, reconciliation(domain), Outcome(), changed=False)
             with HostLock(params['config_path'], check_mode=self.check_mode):
                 snapshot = self._snapshot()      # under the lock: the whitelist and allocations no other run is changing
                 domain = read_domain_state(dom)
                 live, config = run_flags(domain, params.get('live'), params.get('persistent'))
                 plan = plan_attachment(snapshot, domain, self.request)
                 if self.check_mode or not plan.changes:
-                    return self._result(dom, snapshot, domain, plan, None, changed=plan.changes)
+                    return self._result(snapshot, domain, plan, None, changed=plan.changes)
                 outcome = Attacher(dom, domain, live, config, float(params.get('timeout') or 30)).apply(plan)
                 try:
-                    return self._result(dom, snapshot, read_domain_state(dom), plan, outcome, changed=True)
+                    return self._result(snapshot, read_domain_state(dom), plan, outcome, changed=True)
                 except PassthroughError as exc:
                     done = [f'attached {item.address}' for item in outcome.attached] + \
                         [f'detached {item.address}' for item in outcome.detached]
@@ -500,15 +517,11 @@ class AttachmentRun:
         return HostSnapshot.read(params['sysfs_root'], params['uri'], params.get('device_spec'), params['config_path'])
 
     @staticmethod
-    def _result(dom: Any, snapshot: HostSnapshot, domain: DomainState, plan: Plan, outcome: Outcome | None,
+    def _result(snapshot: HostSnapshot, domain: DomainState, plan: Plan, outcome: Outcome | None,
                 changed: bool) -> dict[str, Any]:
         aliases = {item.attachment_id: item.alias for item in domain.attachments}
-        hostdevs = parse_hostdevs(dom.xml(inactive=not domain.active))
-        if domain.active and domain.persistent:
-            seen = {h.address for h in hostdevs}
-            hostdevs += [h for h in parse_hostdevs(dom.xml(inactive=True)) if h.address not in seen]
         devices = [server_device(domain.uuid, h.address, h.attachment_id, h.inner_address, snapshot.device(h.address),
-                                 alias=aliases.get(h.attachment_id) if h.attachment_id else None) for h in hostdevs]
+                                 alias=aliases.get(h.attachment_id) if h.attachment_id else None) for h in domain.hostdevs]
         if outcome is None:       # check mode, or nothing to do
             attached = [item.record() for item in plan.attach]
             detached = [item.record() for item in plan.detach]

@@ -265,3 +265,33 @@ def test_a_live_unplug_is_confirmed_by_the_device_removed_event(conn, native, ex
         dom.destroy()
         dom.undefine()
         handle_conn.close()
+
+
+def test_orphans_and_stale_records_are_reported_and_reconciled(tmp_path, host, define_domain):
+    """A ua-pci- hostdev without a record (an older version killed after attaching) and a record without its
+    device (a run killed between recording its intent and attaching), as libvirt holds them."""
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import METADATA_KEY, METADATA_URI, metadata_xml
+    from ansible_collections.passthrough.libvirt.tests.integration.domains import hostdev_xml
+    orphan, stale = '11111111-2222-4333-8444-555555555555', '66666666-7777-4888-8999-aaaaaaaaaaaa'
+    dom = define_domain(hostdevs=hostdev_xml(VFS[0], f'ua-pci-{orphan}'))
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata_xml([{'id': stale, 'alias': 'vf', 'address': VFS[1]}]),
+                    METADATA_KEY, METADATA_URI, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+
+    def texts(run):
+        return [w['event']['msg'] if isinstance(w, dict) else w for w in run.result.get('warnings', [])]
+
+    query = attach(tmp_path, host, dom.name(), state='query')
+    assert query.result['orphans'] == [{'attachment_id': orphan, 'address': VFS[0]}]
+    assert query.result['stale_records'] == [stale] and query.result['changed'] is False
+    assert any(t.startswith(f"{VFS[0]} (attachment {orphan}) carries this collection's alias but no record") for t in texts(query))
+
+    present = attach(tmp_path, host, dom.name(), request='vf:1', aliases=ALIASES)
+    assert present.rc == 0 and present.result['stale_records'] == [stale]
+    assert [a['address'] for a in present.result['attached']] == [VFS[1]]       # the orphan counts for no alias
+    assert config_hostdevs(dom) == VFS[:2]
+    again = attach(tmp_path, host, dom.name(), request='vf:1', aliases=ALIASES)
+    assert again.result['changed'] is False and again.result['stale_records'] == []
+
+    removed = attach(tmp_path, host, dom.name(), state='absent', addresses=[VFS[0]])
+    assert removed.rc == 0 and [d['attachment_id'] for d in removed.result['detached']] == [orphan]
+    assert config_hostdevs(dom) == [VFS[1]] and removed.result['orphans'] == []
