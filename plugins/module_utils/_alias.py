@@ -25,13 +25,20 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import SpecError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._model import BOOL_TAGS, DEV_TYPES, DEV_TYPE_PF, PciDevice, parse_bool
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
+    BOOL_TAGS,
+    DEV_TYPES,
+    DEV_TYPE_PF,
+    InterfaceOptions,
+    PciDevice,
+    parse_bool,
+)
 
 
 # -- aliases ------------------------------------------------------------------------------------
 
 NUMA_POLICIES = ('required', 'legacy', 'preferred', 'socket')
-_ALIAS_KEYS = ('name', 'vendor_id', 'product_id', 'device_type', 'numa_policy', 'tags',
+_ALIAS_KEYS = ('name', 'vendor_id', 'product_id', 'device_type', 'numa_policy', 'tags', 'interface',
                # accepted for compatibility with Nova's alias, not used for matching
                'capability_type', 'live_migratable', 'resource_class', 'traits')
 _NAME_MAX = 256  # Nova's alias schema
@@ -68,6 +75,7 @@ class AliasEntry:
     numa_policy: str = 'legacy'
     tags: tuple[tuple[str, str], ...] = ()
     live_migratable: bool | None = None
+    interface: InterfaceOptions | None = None    # our extension: its devices are given as network interfaces
 
     @classmethod
     def parse(cls, index: int, entry: Any) -> AliasEntry:
@@ -107,8 +115,11 @@ class AliasEntry:
                 # the whitelist stores these as 'true' / 'false' (as Nova), so the alias must say them alike
                 value = parse_bool(f'{where}.tags.{key}', value)
             texts.append((key, _tag_text(value)))
+        interface = entry.get('interface')
+        if interface is not None:
+            interface = InterfaceOptions.parse(f'{where}.interface', interface, mac_list=False)
         return cls(index=index, name=name, device_type=choices['device_type'], numa_policy=choices['numa_policy'] or 'legacy',
-                   tags=tuple(sorted(texts)), live_migratable=live_migratable, **ids)
+                   tags=tuple(sorted(texts)), live_migratable=live_migratable, interface=interface, **ids)
 
     def matches(self, device: PciDevice, tags: Mapping[str, Any]) -> bool:
         """``tags``: the device's whitelist tags. Without a device_type, PFs are left out: a PF is given only when asked for."""
@@ -137,6 +148,10 @@ class Alias:
     def numa_policy(self) -> str:
         return self.entries[0].numa_policy
 
+    @property
+    def interface(self) -> InterfaceOptions | None:
+        return self.entries[0].interface
+
     def matches(self, device: PciDevice, tags: Mapping[str, Any]) -> bool:
         return any(entry.matches(device, tags) for entry in self.entries)
 
@@ -153,7 +168,8 @@ def parse_aliases(value: Any) -> dict[str, Alias]:
         alias = aliases.setdefault(entry.name, Alias(entry.name, []))
         # Nova's order: numa_policy (omitted is legacy), then device_type (omitted is not any type).
         for key, default, note in (('numa_policy', 'legacy', 'an omitted numa_policy is legacy'),
-                                   ('device_type', None, 'an omitted device_type differs from every type')):
+                                   ('device_type', None, 'an omitted device_type differs from every type'),
+                                   ('interface', None, 'its devices are network interfaces in one entry and not in the other')):
             first = alias.entries[0] if alias.entries else entry
             mine, theirs = getattr(entry, key), getattr(first, key)
             if mine != theirs:

@@ -31,11 +31,13 @@ from typing import Any, Callable, Mapping
 from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import Alias, AliasRequest, parse_aliases, parse_request
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed, PassthroughError, Refused
 from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostLock, HostSnapshot
+from ansible_collections.passthrough.libvirt.plugins.module_utils._iplink import IpLink
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import (
     DomainHandle,
     EventLoop,
     Libvirt,
     hostdev_xml,
+    interface_macs,
     numa_nodes,
     parse_hostdevs,
 )
@@ -43,8 +45,10 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._model import 
     ALIAS_PREFIX,
     STATUS_AVAILABLE,
     Hostdev,
+    InterfaceOptions,
     PciAddress,
     PciAddressError,
+    auto_mac,
 )
 from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import blocked_only_by_host_use, candidates, fit
 from ansible_collections.passthrough.libvirt.plugins.module_utils._records import server_device
@@ -66,16 +70,30 @@ class Attachment:
     live: bool = False
     config: bool = False
     recorded: bool = True       # False: an orphan, a ua-pci- hostdev without a record
+    # A NIC VF given as a network interface: {mac, vlan, trust, spoofchk, link_state, pf, vf, was} (the record's)
+    interface: dict[str, Any] | None = None
 
     @property
     def libvirt_alias(self) -> str:
         return ALIAS_PREFIX + self.attachment_id
 
-    def record(self) -> dict[str, Any]:
-        return {'attachment_id': self.attachment_id, 'address': str(self.address), 'alias': self.alias}
+    def xml(self) -> str:
+        return hostdev_xml(self.address, self.attachment_id, self.interface)
 
-    def metadata(self) -> dict[str, str | None]:
-        return {'id': self.attachment_id, 'alias': self.alias, 'address': str(self.address)}
+    def record(self) -> dict[str, Any]:
+        return result_record(self.attachment_id, self.address, self.alias, self.interface)
+
+    def metadata(self) -> dict[str, Any]:
+        return {'id': self.attachment_id, 'alias': self.alias, 'address': str(self.address), 'interface': self.interface}
+
+
+def result_record(attachment_id: str | None, address: PciAddress, alias: str | None, interface: dict[str, Any] | None) -> dict[str, Any]:
+    """An entry of ``attached``/``detached``; an interface's adds what it was given (its MAC null in check mode with mac auto)."""
+    record = {'attachment_id': attachment_id, 'address': str(address), 'alias': alias}
+    if interface is not None:
+        record.update(interface=True, mac_address=interface.get('mac'),
+                      **{key: interface.get(key) for key in ('vlan', 'trust', 'spoofchk', 'link_state')})
+    return record
 
 
 @dataclass
@@ -91,6 +109,7 @@ class DomainState:
     numa_nodes: set[int] | None = None
     # Every PCI device of the domain (anyone's): the live definition's, then those only in the persistent one.
     hostdevs: list[Hostdev] = field(default_factory=list)
+    macs: dict[str, str] = field(default_factory=dict)    # every interface's MAC, live or persistent -> which interface
 
     @property
     def orphans(self) -> list[Attachment]:
@@ -133,11 +152,16 @@ def read_domain_state(dom: Any) -> DomainState:
     for record in records:
         item = found.get(record['id'])
         if item is not None and not item.recorded:
-            item.alias, item.recorded = record['alias'], True
+            item.alias, item.recorded, item.interface = record['alias'], True, record.get('interface')
             order.append(item)
     attachments = order + [item for item in found.values() if not item.recorded]
+    macs = {}
+    for xml in (live_xml, config_xml):
+        if xml is not None:
+            for mac, where in interface_macs(xml).items():
+                macs.setdefault(mac, where)
     return DomainState(dom.uuid, dom.name, active, persistent, attachments, records,
-                       numa_nodes(live_xml if active else config_xml), list(every.values()))
+                       numa_nodes(live_xml if active else config_xml), list(every.values()), macs)
 
 
 # -- the request ---------------------------------------------------------------------------------------------
@@ -153,6 +177,7 @@ class AttachmentRequest:
     addresses: list[PciAddress] | None = None
     attachment_ids: list[str] | None = None
     force: bool = False
+    interface: InterfaceOptions | None = None
 
 
 def check_attachment_id(where: str, value: Any) -> str:
@@ -187,7 +212,12 @@ def parse_options(params: Mapping[str, Any]) -> AttachmentRequest:
     timeout = params.get('timeout', 30)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
         raise Refused(f'timeout: {timeout!r} must be a number of seconds above 0 and at most 3600')
-    return AttachmentRequest(state, aliases, request, addresses, ids, bool(params.get('force')))
+    interface = None
+    if params.get('interface') is not None:
+        if state != 'present':
+            raise Refused('interface: only with state=present (a detach needs no interface settings)')
+        interface = InterfaceOptions.parse('interface', params['interface'])
+    return AttachmentRequest(state, aliases, request, addresses, ids, bool(params.get('force')), interface)
 
 
 @dataclass
@@ -195,9 +225,20 @@ class PlannedAttach:
     address: PciAddress
     alias: str | None
     host_use: tuple[str, ...] = ()     # force took a device the host uses
+    # A NIC VF as a network interface: the record to be (mac None: auto, chosen from the attachment id)
+    interface: dict[str, Any] | None = None
 
     def record(self) -> dict[str, Any]:
-        return {'attachment_id': None, 'address': str(self.address), 'alias': self.alias}
+        return result_record(None, self.address, self.alias, self.interface)
+
+
+@dataclass
+class VfRestore:
+    """A VF's PF settings to put back: a stale record's, whose attach never landed."""
+
+    pf: str
+    vf: int
+    settings: dict[str, Any]
 
 
 @dataclass
@@ -207,11 +248,12 @@ class Plan:
     attach: list[PlannedAttach] = field(default_factory=list)
     detach: list[Attachment] = field(default_factory=list)
     drop_records: list[str] = field(default_factory=list)     # stale records' ids
+    restore: list[VfRestore] = field(default_factory=list)    # stale records' VF settings to put back
     warnings: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> bool:
-        return bool(self.attach or self.detach or self.drop_records)
+        return bool(self.attach or self.detach or self.drop_records or self.restore)
 
 
 def reconciliation(domain: DomainState) -> Plan:
@@ -227,6 +269,8 @@ def plan_attachment(snapshot: HostSnapshot, domain: DomainState, request: Attach
     """Everything a run will change, or a ``Refused`` naming the field and the value. No I/O of its own:
     the snapshot's parts it asks for are read once, on first use (a plain snapshot of values in tests)."""
     plan = reconciliation(domain)
+    if any((record.get('interface') or {}).get('was') for record in domain.stale_records):
+        _plan_restores(plan, domain, snapshot.states(for_domain=domain.uuid))
     if request.state == 'absent':
         _plan_removal(domain, request, plan)
         return plan
@@ -279,7 +323,87 @@ def plan_attachment(snapshot: HostSnapshot, domain: DomainState, request: Attach
         if planned.host_use:
             plan.warnings.append(f'{planned.address}: force: true attaches it although the host uses it: '
                                  + '; '.join(planned.host_use))
+    _plan_interfaces(snapshot, domain, request, plan)
     return plan
+
+
+def _plan_restores(plan: Plan, domain: DomainState, states: Mapping[PciAddress, Any]) -> None:
+    """A stale record's VF settings go back, unless its VF is in a domain by now (then they are that domain's)."""
+    for record in domain.stale_records:
+        interface = record.get('interface') or {}
+        if not interface.get('was') or interface.get('pf') is None or interface.get('vf') is None:
+            continue
+        try:
+            address = PciAddress.parse(record['address'])
+        except PciAddressError:
+            continue
+        state = states.get(address)
+        if state is not None and state.allocation is None:
+            plan.restore.append(VfRestore(interface['pf'], interface['vf'], dict(interface['was'])))
+
+
+def _interface_options(request: AttachmentRequest, alias: str | None) -> InterfaceOptions | None:
+    """The interface options of a device of ``alias`` (None: by address): the alias's, with the run's on top."""
+    defined = request.aliases[alias].interface if alias is not None and alias in request.aliases else None
+    if defined is None:
+        return request.interface
+    return defined.merged(request.interface)
+
+
+def _plan_interfaces(snapshot: HostSnapshot, domain: DomainState, request: AttachmentRequest, plan: Plan) -> None:
+    """Give each planned NIC VF its interface record (MAC, VLAN, the PF settings and what they were), or refuse."""
+    options = [(planned, _interface_options(request, planned.alias)) for planned in plan.attach]
+    if not any(opts is not None for _planned, opts in options):
+        return
+    macs = _listed_macs(domain, request)
+    for planned, opts in options:
+        if opts is None:
+            continue
+        field_name = 'interface' if request.interface is not None and (planned.alias is None or
+                                                                       request.aliases[planned.alias].interface is None) \
+            else f'aliases: alias {planned.alias!r} (interface)'
+        device = snapshot.devices.get(planned.address)
+        if device is None or device.physfn is None or not device.class_id.startswith('02'):
+            kind = f'class {device.class_id[:4]}' if device is not None else 'not on this host'
+            what = 'a VF' if device is not None and device.physfn is not None else 'not a VF'
+            raise Refused(f'{field_name}: {planned.address} ({kind}, {what}) cannot be given as a network interface: '
+                          'only VFs of network controllers (class 02xx) can')
+        nic, index, config = snapshot.vf_of(device)
+        settings = opts.vf_settings()
+        if settings:
+            named = ', '.join(sorted(settings))
+            if nic is None or index is None:
+                raise Refused(f'{field_name}: {named} of {planned.address} are set on its PF {device.physfn}, '
+                              f'which has no network interface (is it bound to a network driver?)')
+            unknown = [key for key in sorted(settings) if config is None or getattr(config, key) is None]
+            if unknown:
+                raise Refused(f'{field_name}: {named} of {planned.address} are set on its PF {nic.netdev}, but the VF\'s '
+                              f'{", ".join(unknown)} cannot be read there (ip -json link show {nic.netdev}, VF {index}), '
+                              'so they could not be put back after the detach')
+        mac = None
+        if isinstance(opts.mac, tuple):
+            mac = macs.pop(0)
+        planned.interface = {
+            'mac': mac, 'vlan': opts.vlan, 'trust': opts.trust, 'spoofchk': opts.spoofchk, 'link_state': opts.link_state,
+            'pf': nic.netdev if nic is not None else None, 'vf': index,
+            'was': {key: getattr(config, key) for key in settings} if config is not None else {},
+        }
+
+
+def _listed_macs(domain: DomainState, request: AttachmentRequest) -> list[str]:
+    """The run's listed MACs the domain does not hold yet, in order; refused when too few or taken by another interface."""
+    listed = request.interface.mac if request.interface is not None and isinstance(request.interface.mac, tuple) else None
+    if listed is None:
+        return []
+    wanted = len(request.addresses) if request.addresses is not None else sum(item.count for item in request.request or ())
+    if len(listed) < wanted:
+        raise Refused(f'interface.mac: {len(listed)} MAC address(es) for {wanted} device(s): give one per device')
+    ours = {(item.interface or {}).get('mac') for item in domain.attachments}
+    for index, mac in enumerate(listed):
+        if mac in domain.macs and mac not in ours:
+            raise Refused(f'interface.mac[{index}]: {mac} is already used by another interface of domain {domain.name!r} '
+                          f'({domain.macs[mac]})')
+    return [mac for mac in listed if mac not in ours]
 
 
 def _plan_removal(domain: DomainState, request: AttachmentRequest, plan: Plan) -> None:
@@ -308,6 +432,8 @@ def _pick(domain: DomainState, plan: Plan, field_name: str, wanted: list, key: C
 class Outcome:
     attached: list[Attachment] = field(default_factory=list)
     detached: list[Attachment] = field(default_factory=list)
+    vf_set: list[Attachment] = field(default_factory=list)        # their VF settings set on the PF by this run
+    vf_restored: list[Attachment] = field(default_factory=list)   # detached, their VF settings put back
     confirmed: dict[str, str] = field(default_factory=dict)    # attachment id -> how its removal was confirmed
     # Gone from the running domain, but its persistent detach failed: the rollback plugs it back in.
     half_detached: list[Attachment] = field(default_factory=list)
@@ -317,26 +443,52 @@ class Attacher:
     """Applies a plan to one domain (a ``DomainHandle``) with write-ahead records and rollback."""
 
     def __init__(self, dom: Any, domain: DomainState, live: bool, config: bool, timeout: float,
-                 new_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> None:
+                 new_id: Callable[[], str] = lambda: str(uuid.uuid4()), net: Any = None) -> None:
         self.dom = dom
         self.domain = domain
         self.live = live
         self.config = config
         self.timeout = timeout
         self.new_id = new_id
+        self.net = net if net is not None else IpLink()    # sets a VF's trust, spoof checking, link state on its PF
         self.outcome = Outcome()
         self._metadata_touched = False
 
+    def _new(self, planned: PlannedAttach, taken: set[str]) -> Attachment:
+        item = Attachment(self.new_id(), planned.address, planned.alias, self.live, self.config)
+        if planned.interface is not None:
+            interface = dict(planned.interface)
+            attempt = 0
+            while interface['mac'] is None:     # auto: from the attachment id, so it is the same whenever it is attached
+                mac = auto_mac(item.attachment_id, attempt)
+                interface['mac'] = mac if mac not in taken else None
+                attempt += 1
+            taken.add(interface['mac'])
+            item.interface = interface
+        return item
+
     def apply(self, plan: Plan) -> Outcome:
         kept = [record for record in self.domain.records if record['id'] not in set(plan.drop_records)]
-        planned = [Attachment(self.new_id(), item.address, item.alias, self.live, self.config) for item in plan.attach]
+        taken = set(self.domain.macs) | {(item.interface or {}).get('mac') for item in plan.attach}
+        planned = [self._new(item, taken) for item in plan.attach]
         try:
+            for restore in plan.restore:
+                self.net.set_vf(restore.pf, restore.vf, restore.settings)
             if planned:
-                # Write-ahead: the intent is recorded before any device lands.
+                # Write-ahead: the intent is recorded before any device lands (or any VF setting changes).
                 self._write(kept + [item.metadata() for item in planned])
             for item in planned:
+                settings = _vf_settings(item)
                 try:
-                    self.dom.attach(hostdev_xml(item.address, item.attachment_id), self.live, self.config)
+                    if settings:
+                        try:
+                            self.net.set_vf(item.interface['pf'], item.interface['vf'], settings)
+                        except PassthroughError:
+                            if self._vf_changed(item):      # a driver may take some settings and refuse the next
+                                self.outcome.vf_set.append(item)
+                            raise
+                        self.outcome.vf_set.append(item)
+                    self.dom.attach(item.xml(), self.live, self.config)
                 except PassthroughError as exc:
                     raise ChangeFailed(f'{item.address} (alias {item.alias or "-"}): attach failed: {exc}') from None
                 self.outcome.attached.append(item)
@@ -349,6 +501,14 @@ class Attacher:
         except PassthroughError as exc:
             raise ChangeFailed(f'{exc}; {self._rollback()}') from None
         return self.outcome
+
+    def _vf_changed(self, item: Attachment) -> bool:
+        """Whether the VF's settings differ from what they were (True when they cannot be read)."""
+        nic = self.net.links().get(item.interface['pf'])
+        config = nic.vfs.get(item.interface['vf']) if nic is not None and nic.vfs is not None else None
+        if config is None:
+            return True
+        return any(getattr(config, key) != value for key, value in item.interface['was'].items())
 
     def _write(self, records: list[dict[str, str | None]]) -> None:
         self._metadata_touched = True
@@ -364,6 +524,14 @@ class Attacher:
             if problem:
                 raise ChangeFailed(f'{item.address} (attachment {item.attachment_id}): {problem}')
             self.outcome.detached.append(item)
+            was = (item.interface or {}).get('was')
+            if was and item.interface.get('pf') is not None and item.interface.get('vf') is not None:
+                try:
+                    self.net.set_vf(item.interface['pf'], item.interface['vf'], was)
+                except PassthroughError as exc:
+                    raise ChangeFailed(f'{item.address} (attachment {item.attachment_id}): detached, but its VF settings '
+                                       f'were not put back: {exc}') from None
+                self.outcome.vf_restored.append(item)
 
     def _remove(self, item: Attachment, in_config: set[str]) -> str | None:
         """Detach one device: live first (confirmed), then the persistent configuration. None when done."""
@@ -399,19 +567,31 @@ class Attacher:
             if not live and not config:
                 continue
             try:
-                self.dom.attach(hostdev_xml(item.address, item.attachment_id), live, config)
+                if item in self.outcome.vf_restored:
+                    self.net.set_vf(item.interface['pf'], item.interface['vf'], _vf_settings(item))
+                self.dom.attach(item.xml(), live, config)
                 undone.append(f're-attached {item.address}')
             except PassthroughError as exc:
                 left.append(f'{item.address} stays detached ({exc})')
+        stuck = set()
         for item in reversed(self.outcome.attached):
             try:
                 problem = self._remove(item, {item.libvirt_alias} if self.config else set())
             except PassthroughError as exc:
                 problem = str(exc)
             if problem:
+                stuck.add(item.attachment_id)
                 left.append(f'{item.address} stays attached ({problem})')
             else:
                 undone.append(f'detached {item.address}')
+        for item in reversed(self.outcome.vf_set):
+            if item.attachment_id in stuck:
+                continue        # still in the guest: its settings stay with it
+            try:
+                self.net.set_vf(item.interface['pf'], item.interface['vf'], item.interface['was'])
+                undone.append(f'VF settings of {item.address} put back')
+            except PassthroughError as exc:
+                left.append(f'VF settings of {item.address} stay changed ({exc})')
         if self._metadata_touched:
             try:
                 self.dom.set_metadata(self.domain.records, self.live, self.config)
@@ -427,6 +607,14 @@ class Attacher:
         return ('rollback FAILED, left: ' + '; '.join(left)
                 + (f' (undone: {", ".join(undone)})' if undone else '')
                 + '; every device this run attached is recorded in the domain\'s metadata, so the next run accounts for it')
+
+
+def _vf_settings(item: Attachment) -> dict[str, Any]:
+    """What an interface attachment sets on its PF for its VF (trust, spoofchk, link_state given), {} for others."""
+    interface = item.interface or {}
+    if interface.get('pf') is None or interface.get('vf') is None:
+        return {}
+    return {key: interface[key] for key in ('trust', 'spoofchk', 'link_state') if interface.get(key) is not None}
 
 
 def wait_removed(dom: Any, alias: str, timeout: float) -> str:
@@ -520,8 +708,20 @@ class AttachmentRun:
     def _result(snapshot: HostSnapshot, domain: DomainState, plan: Plan, outcome: Outcome | None,
                 changed: bool) -> dict[str, Any]:
         aliases = {item.attachment_id: item.alias for item in domain.attachments}
-        devices = [server_device(domain.uuid, h.address, h.attachment_id, h.inner_address, snapshot.device(h.address),
-                                 alias=aliases.get(h.attachment_id) if h.attachment_id else None) for h in domain.hostdevs]
+        if outcome is not None:
+            snapshot.refresh_nics()       # this run may have changed VF settings
+
+        def vf_config(device: Any) -> Any:
+            if device is None or device.physfn is None or not device.class_id.startswith('02'):
+                return None
+            return snapshot.vf_of(device)[2]
+
+        devices = []
+        for h in domain.hostdevs:
+            device = snapshot.device(h.address)
+            devices.append(server_device(domain.uuid, h.address, h.attachment_id, h.inner_address, device,
+                                         alias=aliases.get(h.attachment_id) if h.attachment_id else None,
+                                         hostdev=h, vf_config=vf_config(device)))
         if outcome is None:       # check mode, or nothing to do
             attached = [item.record() for item in plan.attach]
             detached = [item.record() for item in plan.detach]

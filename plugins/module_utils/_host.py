@@ -25,17 +25,20 @@ from typing import Any
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils import _pciids
 from ansible_collections.passthrough.libvirt.plugins.module_utils._atomic import FileWriteFailed, write_atomic
-from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import Whitelist
+from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import Whitelist, vf_index
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import Refused
 from ansible_collections.passthrough.libvirt.plugins.module_utils._hostuse import HostUseReader
+from ansible_collections.passthrough.libvirt.plugins.module_utils._iplink import IpLink
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import Libvirt, LibvirtUnavailable
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
     Allocation,
     DeviceState,
     DomainInfo,
     HostUse,
+    NicInfo,
     PciAddress,
     PciDevice,
+    VfConfig,
     allocations as domain_allocations,
 )
 from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import assess
@@ -141,7 +144,7 @@ class HostSnapshot:
 
     def __init__(self, *, whitelist: Whitelist, devices: Any = _UNREAD, domains: Any = _UNREAD, host_use: Any = _UNREAD,
                  numa_sockets: Any = _UNREAD, hostname: str | None = None, libvirt_error: str | None = None,
-                 reader: HostReader | None = None) -> None:
+                 reader: HostReader | None = None, nics: dict[PciAddress, NicInfo | None] | None = None) -> None:
         self.whitelist = whitelist
         self._devices = devices if devices is _UNREAD else {device.address: device for device in devices}
         self._domains = domains
@@ -153,6 +156,8 @@ class HostSnapshot:
         self.sysfs = reader.sysfs if reader is not None else None
         self._states: dict[str | None, dict[PciAddress, DeviceState]] = {}
         self._groups: dict[int, list[PciAddress]] | None = None
+        self._nics: dict[PciAddress, NicInfo | None] = dict(nics or {})
+        self._links: dict[str, NicInfo] | None = None
 
     @classmethod
     def read(cls, sysfs_root: str = '/sys', uri: str = 'qemu:///system', device_spec: Any = None,
@@ -241,6 +246,34 @@ class HostSnapshot:
     def names(self) -> _pciids.PciIds:
         return _pciids.load()
 
+    def nic(self, pf: PciAddress) -> NicInfo | None:
+        """A NIC PF's interface and its VFs' settings (read with ip, once); None when the PF has no interface
+        (not a NIC, or bound to vfio-pci)."""
+        if pf not in self._nics:
+            device = self.devices.get(pf)
+            netdev = device.netdevs[0] if device is not None and device.class_id.startswith('02') and device.netdevs else None
+            if netdev is None:
+                self._nics[pf] = None
+            else:
+                if self._links is None:
+                    self._links = self._reader.links() if self._reader is not None else {}
+                self._nics[pf] = self._links.get(netdev) or NicInfo(netdev)
+        return self._nics[pf]
+
+    def refresh_nics(self) -> None:
+        """Forget what ip said (after this run changed a VF's settings)."""
+        self._nics.clear()
+        self._links = None
+
+    def vf_of(self, device: PciDevice) -> tuple[NicInfo | None, int | None, VfConfig | None]:
+        """For a VF of a NIC: its PF's network facts, its index on the PF and its settings there (each None when unknown)."""
+        if device.physfn is None or not device.class_id.startswith('02'):
+            return None, None, None
+        nic = self.nic(device.physfn)
+        index = vf_index(device, self.devices)
+        config = nic.vfs.get(index) if nic is not None and nic.vfs is not None and index is not None else None
+        return nic, index, config
+
     # -- what follows from them -------------------------------------------------------------------
     def states(self, for_domain: str | None = None) -> dict[PciAddress, DeviceState]:
         """Every device's status, from ``_pools.assess``: the one judgement every module uses."""
@@ -270,6 +303,7 @@ class HostReader:
     """The I/O behind a snapshot: sysfs, libvirt, the host's own use of devices."""
 
     def __init__(self, sysfs: Sysfs, uri: str, require_libvirt: bool, proc_root: str, net: Any) -> None:
+        self.iplink = IpLink()
         self.sysfs = sysfs
         self.uri = uri
         self.require_libvirt = require_libvirt
@@ -304,3 +338,6 @@ class HostReader:
 
     def numa_sockets(self) -> dict[int, int]:
         return self.sysfs.numa_sockets()
+
+    def links(self) -> dict[str, NicInfo]:
+        return self.iplink.links()

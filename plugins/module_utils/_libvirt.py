@@ -15,13 +15,19 @@ from __future__ import annotations
 import threading
 import traceback
 import xml.etree.ElementTree as ET
-from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed, Refused
+from typing import Any
+
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed, Refused, SpecError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
     ALIAS_PREFIX,
+    LINK_STATES,
+    VLAN_MAX,
+    VLAN_MIN,
     DomainInfo,
     Hostdev,
     PciAddress,
     PciAddressError,
+    parse_mac,
 )
 
 
@@ -93,14 +99,41 @@ def parse_hostdevs(xml: str) -> list[Hostdev]:
         except PciAddressError:
             continue
         alias = element.find('alias')
+        mac = vlan = None
+        if kind == 'interface':
+            mac_element, tag = element.find('mac'), element.find('vlan/tag')
+            mac = mac_element.get('address', '').lower() or None if mac_element is not None else None
+            vlan = _int(tag.get('id')) if tag is not None else None
         result.append(Hostdev(
             address=address,
             alias=alias.get('name') if alias is not None else None,
             inner_address=_guest_address(element),
             managed=element.get('managed', 'no') == 'yes',
             kind=kind,
+            mac=mac,
+            vlan=vlan,
         ))
     return result
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text, 10) if text is not None else None
+    except ValueError:
+        return None
+
+
+def interface_macs(xml: str) -> dict[str, str]:
+    """Every MAC address a domain's interfaces use (any type), with the interface it belongs to in words."""
+    macs = {}
+    for element in ET.fromstring(xml).iterfind('devices/interface'):
+        mac = element.find('mac')
+        if mac is None or not mac.get('address'):
+            continue
+        alias = element.find('alias')
+        name = alias.get('name') if alias is not None and alias.get('name') else None
+        macs.setdefault(mac.get('address').lower(), f"interface type={element.get('type', '?')}" + (f' alias {name}' if name else ''))
+    return macs
 
 
 def _ignore_errors(_ctx, _err) -> None:
@@ -175,31 +208,90 @@ METADATA_URI = 'urn:passthrough-libvirt:attachments:1'
 METADATA_KEY = 'ptlv'
 
 
-def hostdev_xml(address: PciAddress, attachment_id: str) -> str:
-    """A managed PCI hostdev with this collection's user alias. ``address`` is a parsed PciAddress."""
-    return (f"<hostdev mode='subsystem' type='pci' managed='yes'><source>"
-            f"<address domain='0x{address.domain:04x}' bus='0x{address.bus:02x}' slot='0x{address.slot:02x}' "
-            f"function='0x{address.function:x}'/></source><alias name='{ALIAS_PREFIX}{attachment_id}'/></hostdev>")
+def hostdev_xml(address: PciAddress, attachment_id: str, interface: dict[str, Any] | None = None) -> str:
+    """A managed PCI hostdev with this collection's user alias. ``address`` is a parsed PciAddress.
+
+    With ``interface`` (a record's: ``mac`` parsed, ``vlan`` an int) the device is a NIC VF given as a network
+    interface, ``<interface type='hostdev'>``: libvirt sets its MAC and VLAN on the PF before the guest sees it.
+    """
+    attrs = (f"domain='0x{address.domain:04x}' bus='0x{address.bus:02x}' slot='0x{address.slot:02x}' "
+             f"function='0x{address.function:x}'")
+    alias = f"<alias name='{ALIAS_PREFIX}{attachment_id}'/>"
+    if interface is None:
+        return f"<hostdev mode='subsystem' type='pci' managed='yes'><source><address {attrs}/></source>{alias}</hostdev>"
+    source = f"<source><address type='pci' {attrs}/></source>"
+    mac = f"<mac address='{parse_mac('mac', interface['mac'])}'/>" if interface.get('mac') else ''
+    vlan = f"<vlan><tag id='{int(interface['vlan'])}'/></vlan>" if interface.get('vlan') else ''
+    return f"<interface type='hostdev' managed='yes'>{mac}<driver name='vfio'/>{source}{vlan}{alias}</interface>"
 
 
-def metadata_xml(records: list[dict[str, str | None]]) -> str:
-    """``records``: [{id, alias, address}] in attach order."""
+# An interface record's attributes in the metadata: what it was given, where its VF is, what the PF had before.
+_INTERFACE_ATTRS = ('mac', 'vlan', 'trust', 'spoofchk', 'link_state', 'pf', 'vf')
+_WAS_ATTRS = ('trust', 'spoofchk', 'link_state')
+
+
+def _text(value: Any) -> str:
+    return ('true' if value else 'false') if isinstance(value, bool) else str(value)
+
+
+def metadata_xml(records: list[dict[str, Any]]) -> str:
+    """``records``: [{id, alias, address, interface}] in attach order; ``interface`` None or a dict of
+    ``_INTERFACE_ATTRS`` with ``was`` (the PF's settings of the VF before this attachment changed them)."""
     root = ET.Element('attachments')
     for record in records:
         element = ET.SubElement(root, 'attachment', id=str(record['id']), address=str(record['address']))
         if record.get('alias'):
             element.set('alias', str(record['alias']))
+        interface = record.get('interface')
+        if interface:
+            child = ET.SubElement(element, 'interface', {key.replace('_', '-'): _text(interface[key])
+                                                         for key in _INTERFACE_ATTRS if interface.get(key) is not None})
+            was = interface.get('was') or {}
+            if was:
+                ET.SubElement(child, 'was', {key.replace('_', '-'): _text(value) for key, value in was.items() if value is not None})
     return ET.tostring(root, encoding='unicode')
 
 
-def parse_metadata(xml: str | None) -> list[dict[str, str | None]]:
+def _setting(key: str, text: str | None) -> Any:
+    """One attribute read back strictly; None when absent or not what this collection writes."""
+    if text is None:
+        return None
+    if key in ('trust', 'spoofchk'):
+        return {'true': True, 'false': False}.get(text)
+    if key == 'link_state':
+        return text if text in LINK_STATES else None
+    if key == 'vlan':
+        number = _int(text)
+        return number if number is not None and VLAN_MIN <= number <= VLAN_MAX else None
+    if key == 'vf':
+        number = _int(text)
+        return number if number is not None and number >= 0 else None
+    if key == 'mac':
+        try:
+            return parse_mac('mac', text)
+        except SpecError:
+            return None
+    return text if key == 'pf' and text and '/' not in text and not text.startswith('-') else None
+
+
+def _parse_interface(element: ET.Element | None) -> dict[str, Any] | None:
+    if element is None:
+        return None
+    interface = {key: _setting(key, element.get(key.replace('_', '-'))) for key in _INTERFACE_ATTRS}
+    was = element.find('was')
+    interface['was'] = {key: _setting(key, was.get(key.replace('_', '-'))) for key in _WAS_ATTRS
+                        if was.get(key.replace('_', '-')) is not None} if was is not None else {}
+    return interface
+
+
+def parse_metadata(xml: str | None) -> list[dict[str, Any]]:
     if not xml:
         return []
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
         return []
-    return [{'id': e.get('id'), 'alias': e.get('alias'), 'address': e.get('address')}
+    return [{'id': e.get('id'), 'alias': e.get('alias'), 'address': e.get('address'), 'interface': _parse_interface(e.find('interface'))}
             for e in root.iterfind('attachment') if e.get('id')]
 
 

@@ -13,6 +13,7 @@ XML; ``Allocation`` which domain holds a device; ``DeviceState`` a device's stat
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import namedtuple
 from dataclasses import dataclass, field
@@ -197,6 +198,8 @@ class Hostdev:
     inner_address: str | None
     managed: bool
     kind: str  # 'hostdev' or 'interface'
+    mac: str | None = None      # an interface's <mac address>
+    vlan: int | None = None     # an interface's <vlan><tag id>
 
     @property
     def attachment_id(self) -> str | None:
@@ -278,3 +281,120 @@ class HostUse:
 
     def of(self, address: PciAddress) -> list[str]:
         return self.reasons.get(address, [])
+
+
+# -- NIC VFs given as network interfaces (<interface type='hostdev'>) -----------------------------------
+
+VLAN_MIN, VLAN_MAX = 1, 4094
+LINK_STATES = ('auto', 'enable', 'disable')    # a VF's link state, as the PF's driver takes it
+MAC_AUTO = 'auto'
+INTERFACE_KEYS = ('vlan', 'mac', 'trust', 'spoofchk', 'link_state')
+# The PF's per-VF settings libvirt does not set (it sets the MAC and the VLAN itself).
+VF_SETTINGS = ('trust', 'spoofchk', 'link_state')
+_MAC_RE = re.compile(r'^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$')
+
+
+def parse_mac(where: str, value: Any) -> str:
+    """A unicast Ethernet address ``xx:xx:xx:xx:xx:xx`` (either case), returned in lower case."""
+    if not isinstance(value, str) or not _MAC_RE.match(value.strip().lower()):
+        raise SpecError(f'{where}: {value!r} is not a MAC address (expected six hex pairs like 02:5a:11:00:00:01)')
+    mac = value.strip().lower()
+    if int(mac[:2], 16) & 1:
+        raise SpecError(f'{where}: {mac} is a multicast address (the first octet is odd); a guest NIC needs a unicast one')
+    if mac == '00:00:00:00:00:00':
+        raise SpecError(f'{where}: {mac} is the null address')
+    return mac
+
+
+def auto_mac(seed: str, attempt: int = 0) -> str:
+    """A locally administered unicast MAC derived from ``seed`` (an attachment id): the same id always gives the
+    same address, so an attachment keeps its MAC however often it is attached again."""
+    digest = hashlib.sha256(f'{seed}/{attempt}'.encode()).digest()
+    octets = [(digest[0] & 0xFC) | 0x02] + list(digest[1:6])
+    return ':'.join(f'{octet:02x}' for octet in octets)
+
+
+@dataclass(frozen=True)
+class InterfaceOptions:
+    """How NIC VFs are given to a guest as network interfaces: ``mac`` is ``auto`` or a tuple of addresses
+    (one per device, in order); a key left None is not set (libvirt's or the PF's default)."""
+
+    vlan: int | None = None
+    mac: Any = None
+    trust: bool | None = None
+    spoofchk: bool | None = None
+    link_state: str | None = None
+
+    @classmethod
+    def parse(cls, where: str, value: Any, mac_list: bool = True) -> InterfaceOptions:
+        """``mac_list``: whether ``mac`` may list addresses (not in an alias, which many domains share)."""
+        if not isinstance(value, dict):
+            raise SpecError(f'{where}: {value!r} must be a dict like {{vlan: 100, mac: auto, trust: true}}')
+        unknown = sorted(str(key) for key in value if key not in INTERFACE_KEYS)
+        if unknown:
+            raise SpecError(f'{where}: unknown key(s) {", ".join(map(repr, unknown))} (known: {", ".join(INTERFACE_KEYS)})')
+        vlan = value.get('vlan')
+        if vlan is not None:
+            text = str(vlan).strip() if isinstance(vlan, (int, str)) and not isinstance(vlan, bool) else ''
+            if not text.isdigit() or not text.isascii() or not VLAN_MIN <= int(text) <= VLAN_MAX:
+                raise SpecError(f'{where}.vlan: {vlan!r} must be a VLAN id from {VLAN_MIN} to {VLAN_MAX}')
+            vlan = int(text)
+        mac = value.get('mac')
+        if isinstance(mac, str) and mac.strip().lower() == MAC_AUTO:
+            mac = MAC_AUTO
+        elif isinstance(mac, list) and mac_list:
+            if not mac:
+                raise SpecError(f'{where}.mac: an empty list gives no device a MAC address (use auto or list them)')
+            mac = tuple(parse_mac(f'{where}.mac[{index}]', item) for index, item in enumerate(mac))
+            twice = sorted({item for item in mac if mac.count(item) > 1})
+            if twice:
+                raise SpecError(f'{where}.mac: {", ".join(twice)} is listed more than once (each interface needs its own)')
+        elif mac is not None:
+            if mac_list:
+                raise SpecError(f'{where}.mac: {mac!r} must be auto or a list of MAC addresses, one per device')
+            raise SpecError(f'{where}.mac: {mac!r} must be auto here (an alias serves many domains; list MAC addresses '
+                            'in pci_attachment\'s interface option)')
+        flags = {key: parse_bool(f'{where}.{key}', value[key]) for key in ('trust', 'spoofchk') if value.get(key) is not None}
+        link_state = value.get('link_state')
+        if link_state is not None and link_state not in LINK_STATES:
+            raise SpecError(f'{where}.link_state: {link_state!r} must be one of {", ".join(LINK_STATES)}')
+        return cls(vlan=vlan, mac=mac, link_state=link_state, **flags)
+
+    def __repr__(self) -> str:
+        given = {key: getattr(self, key) for key in INTERFACE_KEYS if getattr(self, key) is not None}
+        return '{' + ', '.join(f'{key}: {list(value) if isinstance(value, tuple) else value}' for key, value in given.items()) + '}'
+
+    def merged(self, over: InterfaceOptions | None) -> InterfaceOptions:
+        """These options with the keys ``over`` sets taking their place."""
+        if over is None:
+            return self
+        return InterfaceOptions(*(getattr(over, key) if getattr(over, key) is not None else getattr(self, key)
+                                  for key in INTERFACE_KEYS))
+
+    def vf_settings(self) -> dict[str, Any]:
+        """The PF-side settings this run sets (trust, spoofchk, link_state), those given only."""
+        return {key: getattr(self, key) for key in VF_SETTINGS if getattr(self, key) is not None}
+
+
+@dataclass(frozen=True)
+class VfConfig:
+    """One VF's settings as its PF's driver reports them (rtnetlink's IFLA_VF_INFO); None when not reported."""
+
+    index: int
+    mac: str | None = None
+    vlan: int | None = None
+    trust: bool | None = None
+    spoofchk: bool | None = None
+    link_state: str | None = None
+
+    def settings(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in VF_SETTINGS}
+
+
+@dataclass(frozen=True)
+class NicInfo:
+    """A NIC PF's network facts: its interface, that interface's state, its VFs' settings by index (None: unreadable)."""
+
+    netdev: str
+    operstate: str | None = None
+    vfs: dict[int, VfConfig] | None = None

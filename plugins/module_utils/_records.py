@@ -12,12 +12,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._model import Allocation, DeviceState, PciAddress, PciDevice
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
+    Allocation,
+    DeviceState,
+    Hostdev,
+    NicInfo,
+    PciAddress,
+    PciDevice,
+    VfConfig,
+)
 from ansible_collections.passthrough.libvirt.plugins.module_utils._pciids import PciIds
 
 
-def extra_info(device: PciDevice, allocation: Allocation | None, group_members: list[PciAddress]) -> dict[str, Any]:
+def vf_facts(config: VfConfig | None) -> dict[str, Any]:
+    """A NIC VF's settings on its PF, under the names every record uses (null when the PF's driver did not say)."""
+    return {'mac_address': config.mac if config else None, 'vlan': config.vlan if config else None,
+            'trust': config.trust if config else None, 'spoofchk': config.spoofchk if config else None,
+            'link_state': config.link_state if config else None}
+
+
+def extra_info(device: PciDevice, allocation: Allocation | None, group_members: list[PciAddress],
+               nic: NicInfo | None = None, vf_index: int | None = None) -> dict[str, Any]:
     """Facts that apply to this device only, like Nova's extra_info: a key is absent when it does not apply.
+
+    ``nic``: a NIC PF's own network facts, or for a NIC VF its PF's (with ``vf_index``, the VF's index there).
 
     Keeping records small matters: Ansible walks and serialises every value of a module's result.
     """
@@ -32,6 +50,15 @@ def extra_info(device: PciDevice, allocation: Allocation | None, group_members: 
         info['link'] = device.link
     if device.netdevs:
         info['netdevs'] = device.netdevs
+    if nic is not None and device.physfn is None:
+        info['netdev'] = nic.netdev
+        info['link_state'] = nic.operstate
+        if nic.vfs is not None and device.virtfns:
+            info['vfs'] = [dict(vf_facts(nic.vfs.get(index)), index=index, address=str(address))
+                           for index, address in enumerate(sorted(device.virtfns))]
+    elif device.physfn is not None and device.class_id.startswith('02'):
+        info['pf_netdev'] = nic.netdev if nic is not None else None
+        info['vf_index'] = vf_index
     if device.is_bridge:
         info['is_bridge'] = True
     if group_members:
@@ -44,7 +71,8 @@ def extra_info(device: PciDevice, allocation: Allocation | None, group_members: 
     return info
 
 
-def device_record(state: DeviceState, names: PciIds, group_members: list[PciAddress]) -> dict[str, Any]:
+def device_record(state: DeviceState, names: PciIds, group_members: list[PciAddress],
+                  nic: NicInfo | None = None, vf_index: int | None = None) -> dict[str, Any]:
     """One device record, with the fields pci_device_info documents under pci_devices."""
     device, spec, allocation = state.device, state.spec, state.allocation
     address = device.address
@@ -71,7 +99,7 @@ def device_record(state: DeviceState, names: PciIds, group_members: list[PciAddr
         'instance_uuid': allocation.domain_uuid if allocation else None,
         'instance_name': allocation.domain_name if allocation else None,
         'attachment_id': allocation.attachment_id if allocation else None,
-        'extra_info': extra_info(device, allocation, group_members),
+        'extra_info': extra_info(device, allocation, group_members, nic, vf_index),
     }
 
 
@@ -79,10 +107,13 @@ _NO_ALIAS = object()
 
 
 def server_device(domain_uuid: str, address: PciAddress, attachment_id: str | None, inner_address: str | None,
-                  device: PciDevice | None, alias: Any = _NO_ALIAS) -> dict[str, Any]:
+                  device: PciDevice | None, alias: Any = _NO_ALIAS, hostdev: Hostdev | None = None,
+                  vf_config: VfConfig | None = None) -> dict[str, Any]:
     """One device of a server in the seed's shape; ``device`` None when the host no longer has it.
 
     pci_attachment adds ``alias`` (the request's alias the device serves); pci_device_info does not.
+    A VF of a NIC also carries its network settings: the MAC and VLAN the domain gives it (an
+    ``<interface type='hostdev'>``), else the PF's, and the PF's trust and spoof checking (``vf_config``).
     """
     record = {
         'attachment_id': attachment_id,
@@ -95,4 +126,11 @@ def server_device(domain_uuid: str, address: PciAddress, attachment_id: str | No
     }
     if alias is not _NO_ALIAS:
         record['alias'] = alias
+    if device is not None and device.physfn is not None and device.class_id.startswith('02'):
+        facts = vf_facts(vf_config)
+        del facts['link_state']
+        if hostdev is not None and hostdev.kind == 'interface':
+            facts['mac_address'], facts['vlan'] = hostdev.mac, hostdev.vlan
+        record.update(facts)
+        record['interface'] = hostdev is not None and hostdev.kind == 'interface'
     return record

@@ -36,6 +36,9 @@ description:
   - Never gives a guest a device the host uses (a NIC with an address or the default route, a disk holding a
     mounted filesystem, the boot VGA) - by alias or by address - unless O(force=true). Every module of the
     collection judges this the same way.
+  - NIC VFs can be given as network interfaces - an alias's C(interface) key or O(interface) makes each device an
+    C(<interface type='hostdev' managed='yes'>) with a MAC address, a VLAN, and the VF's trust, spoof checking and
+    link state set on its PF. The collection's C(docs/attachment.md) ("NIC VFs") describes it.
 author:
   - passthrough.libvirt contributors (@passthrough-libvirt)
 extends_documentation_fragment:
@@ -72,6 +75,8 @@ options:
     description:
       - Nova-style aliases (C(name), C(vendor_id), C(product_id), C(device_type), C(numa_policy), C(tags)); the
         collection's C(docs/whitelist.md) describes them.
+      - The collection's extension C(interface) (a dict with the keys of O(interface), C(mac) only V(auto)) makes the
+        alias's devices network interfaces; entries of one alias must agree on it.
     type: list
     elements: dict
   addresses:
@@ -109,6 +114,43 @@ options:
       - Any other block (allocated elsewhere, its PF or VF taken, its IOMMU group) still refuses the device.
     type: bool
     default: false
+  interface:
+    description:
+      - Give every device this run attaches as a network interface, C(<interface type='hostdev' managed='yes'>)
+        with C(<driver name='vfio'/>), the way Nova gives SR-IOV ports (C(vnic_type=direct)). Each device must be a
+        VF of a network controller (class C(02xx)). Only with O(state=present).
+      - The keys given here take the place of the same keys of the alias's C(interface); keys left out keep the
+        alias's. Devices already attached keep what they were given; a run only sets what it attaches.
+      - libvirt sets the MAC address and the VLAN on the VF through its PF when the guest gets the device (a live
+        attach, or the domain's start for a persistent-only one) and puts them back when it releases it.
+        O(interface.trust), O(interface.spoofchk) and O(interface.link_state) are the PF's settings of the VF, which
+        libvirt does not set - the module sets them (with iproute2's C(ip link set <pf> vf <n>)) before the attach,
+        records what they were in the attachment's record, and puts them back after the detach (or on a rollback).
+    type: dict
+    suboptions:
+      vlan:
+        description: The VLAN tag the PF puts the VF's traffic on (C(<vlan><tag id=...>)), 1 to 4094.
+        type: int
+      mac:
+        description:
+          - V(auto) (the default when O(interface) or the alias's C(interface) is set) - a locally administered
+            unicast address derived from the attachment id, recorded with the attachment, so the device keeps it
+            across domain restarts and re-runs, and never one another interface of the domain has.
+          - A list of MAC addresses - one per device the request asks for (for O(request), the sum of its counts;
+            for O(addresses), one each), taken in order by the devices this run attaches, skipping those the
+            domain's attachments already have. Fewer addresses than devices, a multicast or malformed address,
+            or one another interface of the domain already uses is refused before any change.
+        type: raw
+      trust:
+        description: The VF's trust on its PF (lets the guest set promiscuous mode or change its MAC); left as it is when not given.
+        type: bool
+      spoofchk:
+        description: The PF's spoof checking of the VF's source MAC address; left as it is when not given.
+        type: bool
+      link_state:
+        description: The VF's link state on its PF - V(auto) (follows the PF), V(enable) or V(disable); left as it is when not given.
+        type: str
+        choices: [auto, enable, disable]
 seealso:
   - module: passthrough.libvirt.hypervisor_pci_stats
   - module: passthrough.libvirt.pci_device_info
@@ -123,6 +165,28 @@ EXAMPLES = r'''
       - {name: a100, vendor_id: "10de", product_id: "20b5", numa_policy: preferred}
       - {name: vf-physnet1, vendor_id: "8086", product_id: "154c", device_type: type-VF, tags: {physical_network: physnet1}}
   register: attached
+
+- name: Two NIC VFs on physnet1 as network interfaces on VLAN 100, trusted, with stable MACs
+  passthrough.libvirt.pci_attachment:
+    domain: web01
+    request: "sriov-nic:2"
+    aliases:
+      - name: sriov-nic
+        vendor_id: "8086"
+        product_id: "154c"
+        device_type: type-VF
+        tags: {physical_network: physnet1}
+        interface: {vlan: 100, mac: auto, trust: true}
+
+- name: The same with the MAC addresses the network team handed out
+  passthrough.libvirt.pci_attachment:
+    domain: web01
+    request: "sriov-nic:2"
+    aliases:
+      - {name: sriov-nic, vendor_id: "8086", product_id: "154c", device_type: type-VF, interface: {vlan: 100}}
+    interface:
+      mac: ["02:00:0a:00:64:01", "02:00:0a:00:64:02"]
+      spoofchk: true
 
 - name: Take one device back by its attachment id
   passthrough.libvirt.pci_attachment:
@@ -172,6 +236,29 @@ pci_devices:
       description: The request's alias the device serves; V(null) when attached by address or by someone else.
       type: str
       sample: vf
+    interface:
+      description: Whether the device is a network interface (C(<interface type='hostdev'>)) rather than a C(<hostdev>).
+      type: bool
+      returned: for VFs of network controllers (class C(02xx))
+    mac_address:
+      description:
+        - The VF's MAC address - the interface's C(<mac>) when it is one, else what its PF reports for it.
+      type: str
+      returned: for VFs of network controllers (class C(02xx))
+      sample: "02:5a:1c:3e:07:9d"
+    vlan:
+      description: The VF's VLAN - the interface's C(<vlan><tag>) when it is one, else its PF's; V(null) for none.
+      type: int
+      returned: for VFs of network controllers (class C(02xx))
+      sample: 100
+    trust:
+      description: The VF's trust as its PF reports it (read with C(ip -json link show)); V(null) when unknown.
+      type: bool
+      returned: for VFs of network controllers (class C(02xx))
+    spoofchk:
+      description: The PF's spoof checking of the VF; V(null) when unknown.
+      type: bool
+      returned: for VFs of network controllers (class C(02xx))
 attached:
   description: The devices this run attached (in check mode, would attach).
   returned: success
@@ -190,6 +277,31 @@ attached:
       description: The request's alias; V(null) for a device named by address.
       type: str
       sample: vf
+    interface:
+      description: V(true) for a network interface; absent for a plain C(<hostdev>).
+      type: bool
+      returned: for network interfaces
+    mac_address:
+      description: Its MAC address; V(null) in check mode when it is V(auto) (chosen with the attachment id).
+      type: str
+      returned: for network interfaces
+      sample: "02:5a:1c:3e:07:9d"
+    vlan:
+      description: Its VLAN tag; V(null) for none.
+      type: int
+      returned: for network interfaces
+    trust:
+      description: The trust this run set on its PF; V(null) when left as it was.
+      type: bool
+      returned: for network interfaces
+    spoofchk:
+      description: The spoof checking this run set on its PF; V(null) when left as it was.
+      type: bool
+      returned: for network interfaces
+    link_state:
+      description: The link state this run set on its PF; V(null) when left as it was.
+      type: str
+      returned: for network interfaces
 detached:
   description: The devices this run detached (in check mode, would detach).
   returned: success
@@ -214,6 +326,31 @@ detached:
           V(persistent configuration) for a configuration-only one. Absent in check mode.
       type: str
       sample: device-removed event
+    interface:
+      description: V(true) for a network interface; absent for a plain C(<hostdev>).
+      type: bool
+      returned: for network interfaces
+    mac_address:
+      description: Its MAC address.
+      type: str
+      returned: for network interfaces
+      sample: "02:5a:1c:3e:07:9d"
+    vlan:
+      description: Its VLAN tag; V(null) for none.
+      type: int
+      returned: for network interfaces
+    trust:
+      description: The trust it was given (put back to what it was before, after the detach).
+      type: bool
+      returned: for network interfaces
+    spoofchk:
+      description: The spoof checking it was given (put back after the detach).
+      type: bool
+      returned: for network interfaces
+    link_state:
+      description: The link state it was given (put back after the detach).
+      type: str
+      returned: for network interfaces
 orphans:
   description:
     - Devices in the domain with this collection's C(ua-pci-) alias but no record in its metadata (left by an older
@@ -274,6 +411,13 @@ def argument_spec() -> dict:
         timeout=dict(type='float', default=30),
         force=dict(type='bool', default=False),
         device_spec=dict(type='list', elements='dict'),
+        interface=dict(type='dict', options=dict(
+            vlan=dict(type='int'),
+            mac=dict(type='raw'),
+            trust=dict(type='bool'),
+            spoofchk=dict(type='bool'),
+            link_state=dict(type='str', choices=['auto', 'enable', 'disable']),
+        )),
     )
 
 

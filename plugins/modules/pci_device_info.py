@@ -176,6 +176,10 @@ server:
         - One entry per PCI device the domain holds - C(attachment_id) (null when this collection did not attach it),
           C(serverId) (the domain's UUID), C(dev_id), C(address), C(inner_address) (the guest-side PCI address,
           null until libvirt assigns one), C(vendor_id), C(product_id).
+        - A VF of a network controller also carries C(interface) (true when the domain has it as an
+          C(<interface type='hostdev'>)), C(mac_address) and C(vlan) (the interface's when it is one, else its PF's),
+          C(trust) and C(spoofchk) (its PF's; null when unknown) - the same keys as the devices of
+          M(passthrough.libvirt.pci_attachment).
       type: list
       elements: dict
       sample:
@@ -331,6 +335,30 @@ pci_devices:
           description: Names of the device's network interfaces. Network devices with a driver only.
           type: list
           elements: str
+        netdev:
+          description: The network interface the PF's settings are read from (the first of C(netdevs)). Network PFs and
+            plain network devices with an interface only.
+          type: str
+        link_state:
+          description: That interface's operational state as the kernel reports it (C(up), C(down), ...); V(null) when
+            C(ip) cannot tell. Only with C(netdev).
+          type: str
+        vfs:
+          description:
+            - The PF's VFs by index, with the settings its driver reports for each - C(index), C(address),
+              C(mac_address), C(vlan) (null for none), C(trust), C(spoofchk), C(link_state) (C(auto), C(enable),
+              C(disable)); null where the driver does not report it.
+            - The kernel gives these over rtnetlink only; the module reads them with iproute2's C(ip -json link show)
+              (one call per run). Network PFs with VFs and an interface only; absent when C(ip) cannot read them.
+          type: list
+          elements: dict
+        pf_netdev:
+          description: The network interface of the VF's PF (where its MAC, VLAN and trust are set); V(null) when the
+            PF has none (for example bound to vfio-pci). VFs of network controllers only.
+          type: str
+        vf_index:
+          description: The VF's index on its PF (C(N) of the PF's C(virtfnN)). VFs of network controllers only.
+          type: int
         is_bridge:
           description: V(true) for PCI bridges; absent for other devices.
           type: bool
@@ -363,7 +391,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec impor
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostSnapshot, HostStateError, load_state
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import LibvirtUnavailable, find_domain
-from ansible_collections.passthrough.libvirt.plugins.module_utils._model import DEV_TYPES, STATUSES, PciAddress, PciAddressError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import DEV_TYPES, STATUSES, NicInfo, PciAddress, PciAddressError, PciDevice
 from ansible_collections.passthrough.libvirt.plugins.module_utils._records import device_record, server_device
 
 
@@ -409,7 +437,8 @@ def run(params: dict) -> tuple[dict, list[str]]:
         domain = find_domain(snapshot.domains, params['domain'])
         listed = [state for state in listed if state.allocation is not None and state.allocation.domain_uuid == domain.uuid]
     names = snapshot.names
-    devices = [device_record(state, names, snapshot.group_members(state.device)) for state in sorted(listed, key=lambda s: s.device.address)]
+    devices = [device_record(state, names, snapshot.group_members(state.device), *_nic_of(snapshot, state.device))
+               for state in sorted(listed, key=lambda s: s.device.address)]
     devices = [device for device in devices if all(device[key] == value for key, value in filters.items() if value != '*')]
 
     result = dict(
@@ -422,11 +451,22 @@ def run(params: dict) -> tuple[dict, list[str]]:
     if address is not None:
         result['pci_device'] = devices[0] if devices else None
     if domain is not None:
+        held = {hostdev.address: hostdev for hostdev in domain.hostdevs_config + domain.hostdevs_live}   # live wins
         result['server'] = dict(id=domain.uuid, name=domain.name, pci_devices=[
             server_device(domain.uuid, state.device.address, state.allocation.attachment_id, state.allocation.inner_address,
-                          state.device)
+                          state.device, hostdev=held.get(state.device.address), vf_config=snapshot.vf_of(state.device)[2])
             for state in sorted(listed, key=lambda s: s.device.address)])
     return result, warnings
+
+
+def _nic_of(snapshot: HostSnapshot, device: PciDevice) -> tuple[NicInfo | None, int | None]:
+    """A NIC PF's network facts, or a NIC VF's PF's with the VF's index; (None, None) for anything else."""
+    if not device.class_id.startswith('02'):
+        return None, None
+    if device.physfn is None:
+        return (snapshot.nic(device.address), None) if device.netdevs else (None, None)
+    nic, index, _config = snapshot.vf_of(device)
+    return nic, index
 
 
 def _stored_device_spec(params: dict, warnings: list[str]) -> list | None:

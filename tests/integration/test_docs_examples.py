@@ -28,6 +28,7 @@ import yaml
 
 from ansible_collections.passthrough.libvirt.tests import sysfs_tree
 from ansible_collections.passthrough.libvirt.tests.conftest import run_module_process
+from ansible_collections.passthrough.libvirt.tests.integration import nic
 from ansible_collections.passthrough.libvirt.tests.integration.docs_examples.extract import (
     Example, Marker, markdown_examples, module_examples, parse_marker)
 
@@ -181,7 +182,9 @@ def _run(tmp_path: Path, plays: list, options: list[str], inventory: Path) -> su
     playbook = tmp_path / 'example.yml'
     playbook.write_text(yaml.dump(plays, Dumper=_NoAliases, sort_keys=False, width=1000))
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(SRC_TREE), ANSIBLE_NOCOLOR='1', ANSIBLE_CALLBACK_RESULT_FORMAT='yaml',
-               ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_LOCALHOST_WARNING='0')
+               ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_LOCALHOST_WARNING='0',
+               # the fixture PF's VF settings (trust, spoof checking) live in the iproute2 double's state
+               **nic.environment(nic.write_state(tmp_path / 'ip-state.json')))
     return subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(inventory),
                            str(playbook), *options], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180, check=False)
 

@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress
 from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import AliasRequest, parse_aliases, parse_request
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import SpecError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciDevice
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import InterfaceOptions, PciDevice, auto_mac
 
 ALIASES = parse_aliases([
     {'name': 'a1', 'vendor_id': '8086', 'product_id': '154c', 'device_type': 'type-VF', 'tags': {'physical_network': 'physnet1'}},
@@ -154,3 +154,52 @@ def test_any_alias_list_is_parsed_or_rejected_cleanly(value):
         return
     for alias in aliases.values():
         alias.matches(device('8086', '154c'), {})
+
+
+# -- interface options (an alias's `interface`, pci_attachment's `interface`) -------------------------------
+
+@pytest.mark.parametrize('value, expected', [
+    ({'vlan': 100, 'mac': 'AUTO', 'trust': 'yes'}, InterfaceOptions(vlan=100, mac='auto', trust=True)),
+    ({'vlan': '4094', 'spoofchk': False, 'link_state': 'disable'}, InterfaceOptions(vlan=4094, spoofchk=False, link_state='disable')),
+    ({'mac': [' 02:AA:00:00:00:01 ', '52:54:00:00:00:02']}, InterfaceOptions(mac=('02:aa:00:00:00:01', '52:54:00:00:00:02'))),
+    ({'vlan': None, 'mac': None, 'trust': None}, InterfaceOptions()),          # what Ansible's argument spec fills in
+])
+def test_interface_options(value, expected):
+    assert InterfaceOptions.parse('interface', value) == expected
+
+
+@pytest.mark.parametrize('value, message', [
+    ({'vlan': 0}, 'interface.vlan: 0 must be a VLAN id from 1 to 4094'),
+    ({'vlan': True}, 'interface.vlan: True must be a VLAN id from 1 to 4094'),
+    ({'vlan': '１００'}, "interface.vlan: '１００' must be a VLAN id from 1 to 4094"),
+    ({'mac': []}, 'interface.mac: an empty list gives no device a MAC address (use auto or list them)'),
+    ({'mac': ['02:00:00:00:00:01', '02:00:00:00:00:01']}, 'interface.mac: 02:00:00:00:00:01 is listed more than once (each interface needs its own)'),
+    ({'mac': ['00:00:00:00:00:00']}, 'interface.mac[0]: 00:00:00:00:00:00 is the null address'),
+    ({'mac': ['ff:ff:ff:ff:ff:ff']}, 'interface.mac[0]: ff:ff:ff:ff:ff:ff is a multicast address (the first octet is odd); a guest NIC needs a unicast one'),
+    ({'mac': ['02-00-00-00-00-01']}, "interface.mac[0]: '02-00-00-00-00-01' is not a MAC address (expected six hex pairs like 02:5a:11:00:00:01)"),
+    ({'mac': '02:00:00:00:00:01'}, "interface.mac: '02:00:00:00:00:01' must be auto or a list of MAC addresses, one per device"),
+    ({'link_state': 'up'}, "interface.link_state: 'up' must be one of auto, enable, disable"),
+    ({'tagged': True}, "interface: unknown key(s) 'tagged' (known: vlan, mac, trust, spoofchk, link_state)"),
+    ('vlan=100', "interface: 'vlan=100' must be a dict like {vlan: 100, mac: auto, trust: true}"),
+])
+def test_interface_errors_name_the_field(value, message):
+    with pytest.raises(SpecError) as info:
+        InterfaceOptions.parse('interface', value)
+    assert str(info.value) == message
+
+
+def test_an_alias_s_interface_is_shared_by_its_entries_and_overridden_key_by_key():
+    aliases = parse_aliases([{'name': 'nic', 'vendor_id': '8086', 'interface': {'vlan': 100, 'trust': True}},
+                             {'name': 'nic', 'vendor_id': '15b3', 'interface': {'trust': True, 'vlan': 100}}])
+    assert aliases['nic'].interface == InterfaceOptions(vlan=100, trust=True)
+    assert aliases['nic'].interface.merged(InterfaceOptions(vlan=200, spoofchk=False)) == InterfaceOptions(vlan=200, trust=True, spoofchk=False)
+    with pytest.raises(SpecError) as info:
+        parse_aliases([{'name': 'nic', 'interface': {'vlan': 100}}, {'name': 'nic', 'interface': {'vlan': 200}}])
+    assert str(info.value) == "aliases: alias 'nic' has entries with different interface: {vlan: 100} in aliases[0], {vlan: 200} in aliases[1]"
+
+
+def test_auto_macs_are_stable_locally_administered_unicast_and_differ_per_attachment():
+    macs = {auto_mac(f'00000000-0000-4000-8000-{n:012d}') for n in range(1000)}
+    assert len(macs) == 1000
+    assert all(int(mac[:2], 16) & 0b11 == 0b10 for mac in macs)
+    assert auto_mac('a') == auto_mac('a') != auto_mac('a', attempt=1)

@@ -22,7 +22,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment im
 )
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import LibvirtCallFailed, parse_hostdevs
-from ansible_collections.passthrough.libvirt.plugins.module_utils._model import ALIAS_PREFIX, PciAddress
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import ALIAS_PREFIX, PciAddress, auto_mac
 
 A = PciAddress.parse
 
@@ -172,3 +172,64 @@ def test_records_of_the_attachment_keep_attach_order():
     state = read_domain_state(dom)
     assert [(a.alias, a.live, a.config, a.recorded) for a in state.attachments] == [('vf', True, True, True), ('gpu', True, True, True)]
     assert isinstance(state.attachments[0], Attachment)
+
+
+class Net:
+    """The PF side of NIC VFs (IpLink's interface): settings per (pf, vf); ``fail`` makes one set_vf raise.
+    Test double: no SR-IOV NIC exists on this machine; the lab sets a real igb's VFs."""
+
+    def __init__(self, fail: tuple | None = None) -> None:
+        self.vfs = {('ens1f0', 0): {'trust': False, 'spoofchk': True}, ('ens1f0', 1): {'trust': False, 'spoofchk': True}}
+        self.fail = fail
+        self.calls: list[tuple] = []
+
+    def set_vf(self, pf, vf, settings):
+        self.calls.append(('set_vf', pf, vf, dict(settings)))
+        if (pf, vf, dict(settings)) == self.fail:
+            self.fail = None
+            raise ChangeFailed(f'VF {vf} of {pf}: injected failure')
+        self.vfs[(pf, vf)].update(settings)
+
+    def links(self):
+        return {}
+
+
+NIC_RECORD = {'mac': None, 'vlan': 100, 'trust': True, 'spoofchk': None, 'link_state': None, 'pf': 'ens1f0', 'vf': 1,
+              'was': {'trust': False}}
+
+
+def test_an_interface_is_recorded_then_its_vf_set_then_attached_and_put_back_after_the_unplug():
+    dom, net = RunningDomain(), Net()
+    state = read_domain_state(dom)
+    ident = '00000000-0000-4000-8000-000000000002'
+    plan = Plan(attach=[PlannedAttach(A('0000:3b:02.1'), 'nic', interface=dict(NIC_RECORD))])
+    outcome = Attacher(dom, state, True, True, 5.0, new_id=lambda: ident, net=net).apply(plan)
+    (attached,) = outcome.attached
+    mac = attached.interface['mac']
+    assert mac == auto_mac(ident) and int(mac[:2], 16) & 0b11 == 0b10          # locally administered, unicast
+    assert (dom.calls[0], net.calls, dom.calls[1]) == (('set_metadata', True, True), [('set_vf', 'ens1f0', 1, {'trust': True})],
+                                                       ('attach', True, True))
+    assert dom.metadata(False)[0]['interface'] == dict(NIC_RECORD, mac=mac)  # what it had before is recorded first
+    assert net.vfs[('ens1f0', 1)]['trust'] is True
+
+    state = read_domain_state(dom)
+    assert state.attachments[0].interface == dict(NIC_RECORD, mac=mac)      # read back from the metadata
+    Attacher(dom, state, True, True, 5.0, net=net).apply(Plan(detach=[state.attachments[0]]))
+    assert net.calls[-1] == ('set_vf', 'ens1f0', 1, {'trust': False}) and net.vfs[('ens1f0', 1)]['trust'] is False
+    assert dom.live == dom.config == {}
+
+
+def test_a_vf_that_cannot_be_put_back_after_the_unplug_is_plugged_back_in_as_it_was():
+    dom, net = RunningDomain(), Net(fail=('ens1f0', 1, {'trust': False}))
+    ident = '00000000-0000-4000-8000-000000000002'
+    Attacher(dom, read_domain_state(dom), True, True, 5.0, new_id=lambda: ident, net=net).apply(
+        Plan(attach=[PlannedAttach(A('0000:3b:02.1'), 'nic', interface=dict(NIC_RECORD))]))
+    state = read_domain_state(dom)
+    with pytest.raises(ChangeFailed) as info:
+        Attacher(dom, state, True, True, 5.0, net=net).apply(Plan(detach=[state.attachments[0]]))
+    assert str(info.value) == ('0000:3b:02.1 (attachment 00000000-0000-4000-8000-000000000002): detached, but its VF settings were '
+                               'not put back: VF 1 of ens1f0: injected failure; rolled back the 0 device(s) this run attached and '
+                               'the 1 it detached; nothing was left behind')
+    assert list(dom.live.values()) == list(dom.config.values()) == ['0000:3b:02.1']
+    # the failed restore changed nothing, so the VF is back in the guest with the settings it had there
+    assert net.calls[-1] == ('set_vf', 'ens1f0', 1, {'trust': False}) and net.vfs[('ens1f0', 1)]['trust'] is True

@@ -18,7 +18,16 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment im
 from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import Whitelist
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import Refused
 from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostSnapshot
-from ansible_collections.passthrough.libvirt.plugins.module_utils._model import ALIAS_PREFIX, DomainInfo, Hostdev, HostUse, PciAddress
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
+    ALIAS_PREFIX,
+    DomainInfo,
+    Hostdev,
+    HostUse,
+    InterfaceOptions,
+    NicInfo,
+    PciAddress,
+    VfConfig,
+)
 from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import Sysfs
 from ansible_collections.passthrough.libvirt.tests import sysfs_tree
 
@@ -282,3 +291,76 @@ def test_with_force_the_host_use_is_no_reason(devices):
     with pytest.raises(Refused) as refused:
         plan_attachment(snapshot(devices, info(EMPTY), host_use=use), EMPTY, want(request='nic:2', force=True))
     assert str(refused.value) == 'request: not enough free devices on this host: nic: 2 requested, 1 free'
+
+
+# -- NIC VFs as network interfaces ------------------------------------------------------------------------
+
+NIC_ALIASES = parse_aliases([
+    {'name': 'nic', 'vendor_id': '8086', 'product_id': '154c', 'device_type': 'type-VF',
+     'interface': {'vlan': 100, 'mac': 'auto', 'trust': True}},
+    {'name': 'vf', 'vendor_id': '8086', 'product_id': '154c', 'device_type': 'type-VF'},
+    {'name': 'gpu', 'vendor_id': '10de', 'product_id': '20b5', 'interface': {'vlan': 100}},
+])
+ENS1F0 = NicInfo('ens1f0', 'up', {index: VfConfig(index, '00:00:00:00:00:00', None, False, True, 'auto') for index in range(4)})
+
+
+def nic_snapshot(devices, *domains: DomainInfo, nic: NicInfo | None = ENS1F0) -> HostSnapshot:
+    """The fixture host with its PF ens1f0's VF settings as ip would report them (``nic`` None: the PF has no interface)."""
+    return HostSnapshot(whitelist=Whitelist.parse(SPEC), devices=devices, domains=list(domains), host_use=HostUse(),
+                        numa_sockets={0: 0, 1: 1}, nics={A('0000:3b:00.0'): nic})
+
+
+def nic_want(request, interface=None, addresses=None) -> AttachmentRequest:
+    return AttachmentRequest('present', NIC_ALIASES, parse_request(request, NIC_ALIASES) if request else None,
+                             [A(a) for a in addresses] if addresses else None,
+                             interface=InterfaceOptions.parse('interface', interface) if interface is not None else None)
+
+
+def test_an_alias_interface_plans_each_vf_with_its_pf_index_and_what_it_had(devices):
+    plan = plan_attachment(nic_snapshot(devices), EMPTY, nic_want('nic:2'))
+    assert [(str(p.address), p.interface) for p in plan.attach] == [
+        (VFS[index], {'mac': None, 'vlan': 100, 'trust': True, 'spoofchk': None, 'link_state': None, 'pf': 'ens1f0', 'vf': index,
+                      'was': {'trust': False}}) for index in (0, 1)]
+    # a plain alias stays a plain hostdev
+    assert [p.interface for p in plan_attachment(nic_snapshot(devices), EMPTY, nic_want('vf:1')).attach] == [None]
+
+
+def test_the_run_s_interface_overrides_the_alias_s_keys_and_makes_plain_aliases_interfaces(devices):
+    plan = plan_attachment(nic_snapshot(devices), EMPTY, nic_want('nic:1', {'vlan': 200, 'spoofchk': False}))
+    assert {k: plan.attach[0].interface[k] for k in ('vlan', 'trust', 'spoofchk', 'was')} == {
+        'vlan': 200, 'trust': True, 'spoofchk': False, 'was': {'trust': False, 'spoofchk': True}}
+    by_address = plan_attachment(nic_snapshot(devices), EMPTY, nic_want(None, {'link_state': 'disable'}, addresses=[VFS[3]]))
+    assert by_address.attach[0].interface['link_state'] == 'disable' and by_address.attach[0].interface['vf'] == 3
+
+
+def test_listed_macs_skip_those_the_domain_s_attachments_hold(devices):
+    held = Attachment(ident(1), A(VFS[0]), 'nic', config=True, interface={'mac': '02:00:00:00:00:01', 'pf': 'ens1f0', 'vf': 0})
+    dom = DomainState(VM_A, 'vm-a', False, True, [held], [held.metadata()], macs={'02:00:00:00:00:01': 'interface type=hostdev'})
+    plan = plan_attachment(nic_snapshot(devices, info(dom)), dom,
+                           nic_want('nic:3', {'mac': ['02:00:00:00:00:01', '02:00:00:00:00:02', '02:00:00:00:00:03']}))
+    assert [p.interface['mac'] for p in plan.attach] == ['02:00:00:00:00:02', '02:00:00:00:00:03']
+
+
+@pytest.mark.parametrize('nic, request_, message', [
+    (None, 'nic:1', "aliases: alias 'nic' (interface): trust of 0000:3b:02.0 are set on its PF 0000:3b:00.0, which has no network "
+                    'interface (is it bound to a network driver?)'),
+    (NicInfo('ens1f0', 'up', None), 'nic:1',
+     "aliases: alias 'nic' (interface): trust of 0000:3b:02.0 are set on its PF ens1f0, but the VF's trust cannot be read there "
+     '(ip -json link show ens1f0, VF 0), so they could not be put back after the detach'),
+    (ENS1F0, 'gpu:1', "aliases: alias 'gpu' (interface): 0000:3c:00.0 (class 0302, not a VF) cannot be given as a network "
+                      'interface: only VFs of network controllers (class 02xx) can'),
+])
+def test_interfaces_refused_before_any_change(devices, nic, request_, message):
+    with pytest.raises(Refused) as info_:
+        plan_attachment(nic_snapshot(devices, nic=nic), EMPTY, nic_want(request_))
+    assert str(info_.value) == message
+
+
+def test_a_stale_record_puts_its_vf_back_unless_another_domain_holds_it_now(devices):
+    interface = {'mac': '02:00:00:00:00:05', 'vlan': None, 'trust': True, 'spoofchk': None, 'link_state': None, 'pf': 'ens1f0',
+                 'vf': 2, 'was': {'trust': False}}
+    stale = DomainState(VM_A, 'vm-a', False, True, [], [{'id': ident(9), 'alias': 'nic', 'address': VFS[2], 'interface': interface}])
+    plan = plan_attachment(nic_snapshot(devices), stale, nic_want('nic:0'))
+    assert [(r.pf, r.vf, r.settings) for r in plan.restore] == [('ens1f0', 2, {'trust': False})] and plan.changes
+    elsewhere = DomainInfo(VM_B, 'vm-b', False, True, [], [Hostdev(A(VFS[2]), None, None, True, 'interface')])
+    assert plan_attachment(nic_snapshot(devices, elsewhere), stale, nic_want('nic:0')).restore == []

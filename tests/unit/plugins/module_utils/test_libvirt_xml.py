@@ -95,9 +95,45 @@ def test_hostdev_xml_round_trips_through_the_parser():
 
 def test_metadata_round_trip_and_garbage():
     from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import metadata_xml, parse_metadata
-    records = [{'id': 'a', 'alias': 'vf', 'address': '0000:3b:02.2'}, {'id': 'b', 'alias': None, 'address': '0000:3c:00.0'}]
+    interface = {'mac': '02:5a:1c:3e:07:9d', 'vlan': 100, 'trust': True, 'spoofchk': None, 'link_state': 'enable',
+                 'pf': 'ens1f0', 'vf': 3, 'was': {'trust': False, 'link_state': 'auto'}}
+    records = [{'id': 'a', 'alias': 'vf', 'address': '0000:3b:02.2', 'interface': None},
+               {'id': 'b', 'alias': None, 'address': '0000:3c:00.0', 'interface': None},
+               {'id': 'c', 'alias': 'nic', 'address': '0000:3b:02.3', 'interface': interface}]
     assert parse_metadata(metadata_xml(records)) == records
     assert parse_metadata(None) == [] and parse_metadata('<not xml') == [] and parse_metadata('<attachments><attachment/></attachments>') == []
+
+
+@pytest.mark.parametrize('attrs, key, value', [
+    ("mac='01:00:5e:00:00:01'", 'mac', None),       # multicast: not ours
+    ("vlan='5000'", 'vlan', None),
+    ("vlan='x'", 'vlan', None),
+    ("trust='yes'", 'trust', None),                # only what this collection writes
+    ("link-state='up'", 'link_state', None),
+    ("pf='../etc'", 'pf', None),
+    ("pf='-x'", 'pf', None),
+    ("vf='-1'", 'vf', None),
+    ("vf='2'", 'vf', 2),
+])
+def test_an_edited_interface_record_is_read_strictly(attrs, key, value):
+    """A record someone edited by hand never puts an unchecked value into a command or XML."""
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import parse_metadata
+    (record,) = parse_metadata(f"<attachments><attachment id='a' address='0000:3b:02.2'><interface {attrs}/></attachment></attachments>")
+    assert record['interface'][key] == value
+
+
+def test_an_interface_is_written_with_mac_vlan_driver_and_alias_and_read_back():
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import hostdev_xml, interface_macs
+    xml = hostdev_xml(PciAddress.parse('0000:3b:02.3'), '0c0f6f0e-93a4-4d8e-9a53-2a4f1f0e8b11', {'mac': '02:5A:1C:3E:07:9D', 'vlan': 100})
+    assert xml == ("<interface type='hostdev' managed='yes'><mac address='02:5a:1c:3e:07:9d'/><driver name='vfio'/>"
+                   "<source><address type='pci' domain='0x0000' bus='0x3b' slot='0x02' function='0x3'/></source>"
+                   "<vlan><tag id='100'/></vlan><alias name='ua-pci-0c0f6f0e-93a4-4d8e-9a53-2a4f1f0e8b11'/></interface>")
+    domain = f"<domain><devices><interface type='network'><mac address='52:54:00:00:00:01'/></interface>{xml}</devices></domain>"
+    (hostdev,) = parse_hostdevs(domain)
+    assert (hostdev.kind, hostdev.mac, hostdev.vlan, hostdev.attachment_id) == \
+        ('interface', '02:5a:1c:3e:07:9d', 100, '0c0f6f0e-93a4-4d8e-9a53-2a4f1f0e8b11')
+    assert interface_macs(domain) == {'52:54:00:00:00:01': 'interface type=network',
+                                      '02:5a:1c:3e:07:9d': 'interface type=hostdev alias ua-pci-0c0f6f0e-93a4-4d8e-9a53-2a4f1f0e8b11'}
 
 
 @pytest.mark.parametrize('numatune, nodes', [
