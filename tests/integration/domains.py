@@ -32,3 +32,20 @@ def hostdev_xml(address: str, alias: str | None = None) -> str:
     return (f"<hostdev mode='subsystem' type='pci' managed='yes'><source>"
             f"<address domain='0x{domain}' bus='0x{bus}' slot='0x{slot}' function='0x{function}'/>"
             f"</source>{alias_xml}</hostdev>")
+
+
+def second_attach_fails():
+    """Test double: the real DomainHandle, except that its second attach call fails as libvirt would. A real
+    daemon cannot be made to fail the second of two config-mode attaches on demand. ``calls`` counts them."""
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import DomainHandle, LibvirtCallFailed
+
+    class SecondAttachFails(DomainHandle):
+        calls = 0
+
+        def attach(self, xml, live, config):
+            type(self).calls += 1
+            if type(self).calls == 2:
+                raise LibvirtCallFailed('internal error: injected failure of the second attach')
+            super().attach(xml, live, config)
+
+    return SecondAttachFails

@@ -184,18 +184,10 @@ def test_a_failed_second_device_puts_the_first_vfs_settings_back(tmp_path, host,
 def test_a_failed_second_attach_puts_the_first_vfs_settings_back(tmp_path, host, define_domain):
     """Test double: the real DomainHandle, except that its second attach call fails as libvirt would."""
     from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed
-    from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import DomainHandle, LibvirtCallFailed
     from ansible_collections.passthrough.libvirt.plugins.modules.pci_attachment import run
+    from ansible_collections.passthrough.libvirt.tests.integration.domains import second_attach_fails
 
-    class SecondAttachFails(DomainHandle):
-        calls = 0
-
-        def attach(self, xml, live, config):
-            type(self).calls += 1
-            if type(self).calls == 2:
-                raise LibvirtCallFailed('internal error: injected failure of the second attach')
-            super().attach(xml, live, config)
-
+    SecondAttachFails = second_attach_fails()     # pylint: disable=invalid-name
     dom = define_domain()
     params = dict(host, domain=dom.name(), state='present', request='nic:2', aliases=[NIC], addresses=None, attachment_ids=None,
                   live=None, persistent=None, timeout=5.0, uri='qemu:///system', interface=None)

@@ -199,18 +199,10 @@ def test_a_failure_on_the_second_device_rolls_back_the_first(tmp_path, host, def
     """Test double: the real DomainHandle, except that its second attach call fails as libvirt would.
     A real daemon cannot be made to fail the second of two config-mode attaches on demand."""
     from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed
-    from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import DomainHandle, LibvirtCallFailed
     from ansible_collections.passthrough.libvirt.plugins.modules.pci_attachment import run
+    from ansible_collections.passthrough.libvirt.tests.integration.domains import second_attach_fails
 
-    class SecondAttachFails(DomainHandle):
-        calls = 0
-
-        def attach(self, xml, live, config):
-            type(self).calls += 1
-            if type(self).calls == 2:
-                raise LibvirtCallFailed('internal error: injected failure of the second attach')
-            super().attach(xml, live, config)
-
+    SecondAttachFails = second_attach_fails()     # pylint: disable=invalid-name
     dom = define_domain()
     params = dict(host, domain=dom.name(), state='present', request='vf:2', aliases=ALIASES, addresses=None,
                   attachment_ids=None, live=None, persistent=None, timeout=5.0, uri='qemu:///system')
