@@ -617,6 +617,15 @@ def _vf_settings(item: Attachment) -> dict[str, Any]:
     return {key: interface[key] for key in ('trust', 'spoofchk', 'link_state') if interface.get(key) is not None}
 
 
+def device_line(item: Mapping[str, Any]) -> str:
+    """A domain's device in one line for diff mode: address, kind, alias, attachment, and an interface's MAC and VLAN."""
+    line = f"{item['address']} {'interface' if item.get('interface') else 'hostdev'} alias={item.get('alias') or '-'} " \
+           f"attachment={item.get('attachment_id') or '-'}"
+    if item.get('interface'):
+        line += f" mac={item.get('mac_address') or 'auto'} vlan={item.get('vlan') or '-'}"
+    return line
+
+
 def wait_removed(dom: Any, alias: str, timeout: float) -> str:
     """'event', 'failed', 'absent' (gone from the live XML, no event within EVENT_GRACE s) or 'timeout'.
 
@@ -688,10 +697,10 @@ class AttachmentRun:
                 live, config = run_flags(domain, params.get('live'), params.get('persistent'))
                 plan = plan_attachment(snapshot, domain, self.request)
                 if self.check_mode or not plan.changes:
-                    return self._result(snapshot, domain, plan, None, changed=plan.changes)
+                    return self._with_diff(self._result(snapshot, domain, plan, None, changed=plan.changes), domain, plan)
                 outcome = Attacher(dom, domain, live, config, float(params.get('timeout') or 30)).apply(plan)
                 try:
-                    return self._result(snapshot, read_domain_state(dom), plan, outcome, changed=True)
+                    return self._with_diff(self._result(snapshot, read_domain_state(dom), plan, outcome, changed=True), domain, plan)
                 except PassthroughError as exc:
                     done = [f'attached {item.address}' for item in outcome.attached] + \
                         [f'detached {item.address}' for item in outcome.detached]
@@ -703,6 +712,23 @@ class AttachmentRun:
     def _snapshot(self) -> HostSnapshot:
         params = self.params
         return HostSnapshot.read(params['sysfs_root'], params['uri'], params.get('device_spec'), params['config_path'])
+
+    def _with_diff(self, result: dict[str, Any], before: DomainState, plan: Plan) -> dict[str, Any]:
+        """With diff mode: the domain's PCI devices before and after, one line each (after: predicted in check mode)."""
+        if self.params.get('_diff'):
+            removed = {str(item.address) for item in plan.detach}
+            after = [device_line(item) for item in result['pci_devices']] if not self.check_mode else \
+                [device_line(item) for item in self._before_devices(before) if item['address'] not in removed] + \
+                [device_line(dict(item, attachment_id='(new)')) for item in result['attached']]
+            result['diff'] = {'before': {'pci_devices': sorted(device_line(item) for item in self._before_devices(before))},
+                              'after': {'pci_devices': sorted(after)}}
+        return result
+
+    @staticmethod
+    def _before_devices(domain: DomainState) -> list[dict[str, Any]]:
+        aliases = {item.attachment_id: item.alias for item in domain.attachments}
+        return [{'address': str(h.address), 'attachment_id': h.attachment_id, 'alias': aliases.get(h.attachment_id),
+                 'interface': h.kind == 'interface', 'mac_address': h.mac, 'vlan': h.vlan} for h in domain.hostdevs]
 
     @staticmethod
     def _result(snapshot: HostSnapshot, domain: DomainState, plan: Plan, outcome: Outcome | None,

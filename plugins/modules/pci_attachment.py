@@ -49,7 +49,10 @@ attributes:
     support: full
     details: Reports the devices it would attach (without attachment ids) and detach; changes nothing.
   diff_mode:
-    support: none
+    support: full
+    details:
+      - The domain's PCI devices before and after, one line each (address, hostdev or interface, alias, attachment
+        id, and an interface's MAC and VLAN); in check mode the after is what the run would leave.
   platform:
     platforms: posix
 options:
@@ -429,7 +432,7 @@ def run(params: dict, check_mode: bool, open_domain=DomainHandle) -> dict:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, **PCI_ATTACHMENT_RULES)
     try:
-        result = run(module.params, module.check_mode)
+        result = run(dict(module.params, _diff=module._diff), module.check_mode)
     except PassthroughError as exc:
         module.fail_json(msg=str(exc))
     for warning in result.pop('warnings'):

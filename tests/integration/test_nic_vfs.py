@@ -123,6 +123,17 @@ def test_listed_macs_are_taken_in_order_and_check_mode_changes_nothing(tmp_path,
     # the MACs the domain's attachments hold are skipped: the new ones take 02 and 03
     assert sorted(a['mac_address'] for a in grown.result['attached']) == ['02:00:0a:00:64:02', '02:00:0a:00:64:03']
     assert first.result['attached'][0]['mac_address'] == '02:00:0a:00:64:01'
+    # diff mode: the domain's devices before and after, one line each; in check mode the after is predicted
+    diffed = run_module_process('pci_attachment', dict(host, domain=dom.name(), request='nic:2', aliases=[NIC], interface=listed,
+                                                       _ansible_check_mode=True, _ansible_diff=True), tmp_path)
+    ids = {a['address']: a['attachment_id'] for a in first.result['attached'] + grown.result['attached']}
+    line = '{} interface alias=nic attachment={} mac={} vlan=100'
+    assert diffed.result['diff'] == {
+        'before': {'pci_devices': [line.format(VFS[0], ids[VFS[0]], '02:00:0a:00:64:01'),
+                                   line.format(VFS[1], ids[VFS[1]], grown.result['attached'][0]['mac_address']),
+                                   line.format(VFS[2], ids[VFS[2]], grown.result['attached'][1]['mac_address'])]},
+        'after': {'pci_devices': [line.format(VFS[0], ids[VFS[0]], '02:00:0a:00:64:01'),
+                                  line.format(VFS[1], ids[VFS[1]], grown.result['attached'][0]['mac_address'])]}}
     # auto MACs of a check mode are chosen only when the device is attached
     auto = run_module_process('pci_attachment', dict(host, domain=dom.name(), request='nic:4', aliases=[NIC],
                                                      _ansible_check_mode=True), tmp_path)
