@@ -29,16 +29,20 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec impor
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import Refused
 from ansible_collections.passthrough.libvirt.plugins.module_utils._hostuse import HostUseReader
 from ansible_collections.passthrough.libvirt.plugins.module_utils._iplink import IpLink
+from ansible_collections.passthrough.libvirt.plugins.module_utils._mdev import MdevSysfs
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import Libvirt, LibvirtUnavailable
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
     Allocation,
     DeviceState,
     DomainInfo,
     HostUse,
+    Mdev,
+    MdevParent,
     NicInfo,
     PciAddress,
     PciDevice,
     VfConfig,
+    Vgpu,
     allocations as domain_allocations,
 )
 from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import assess
@@ -158,6 +162,8 @@ class HostSnapshot:
         self._groups: dict[int, list[PciAddress]] | None = None
         self._nics: dict[PciAddress, NicInfo | None] = dict(nics or {})
         self._links: dict[str, NicInfo] | None = None
+        self._mdev_parents: list[MdevParent] | None = None
+        self._mdevs: list[Mdev] | None = None
 
     @classmethod
     def read(cls, sysfs_root: str = '/sys', uri: str = 'qemu:///system', device_spec: Any = None,
@@ -265,6 +271,29 @@ class HostSnapshot:
         self._nics.clear()
         self._links = None
 
+    @property
+    def mdev_parents(self) -> list[MdevParent]:
+        """Every mdev parent with its types (none without a reader)."""
+        if self._mdev_parents is None:
+            self._mdev_parents = self._reader.mdev.parents() if self._reader is not None else []
+        return self._mdev_parents
+
+    @property
+    def mdevs(self) -> list[Mdev]:
+        """Every mediated device that exists."""
+        if self._mdevs is None:
+            self._mdevs = self._reader.mdev.mdevs() if self._reader is not None else []
+        return self._mdevs
+
+    def refresh_mdevs(self) -> None:
+        self._mdev_parents = self._mdevs = None
+
+    def vgpu(self, device: PciDevice) -> Vgpu | None:
+        """An NVIDIA SR-IOV vGPU VF's types; None for every other device (only NVIDIA VFs are looked at)."""
+        if device.vendor_id != '10de' or device.physfn is None or self._reader is None:
+            return None
+        return self._reader.mdev.vgpu(device.address)
+
     def vf_of(self, device: PciDevice) -> tuple[NicInfo | None, int | None, VfConfig | None]:
         """For a VF of a NIC: its PF's network facts, its index on the PF and its settings there (each None when unknown)."""
         if device.physfn is None or not device.class_id.startswith('02'):
@@ -304,6 +333,7 @@ class HostReader:
 
     def __init__(self, sysfs: Sysfs, uri: str, require_libvirt: bool, proc_root: str, net: Any) -> None:
         self.iplink = IpLink()
+        self.mdev = MdevSysfs(sysfs.root)
         self.sysfs = sysfs
         self.uri = uri
         self.require_libvirt = require_libvirt

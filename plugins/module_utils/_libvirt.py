@@ -25,9 +25,11 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._model import 
     VLAN_MIN,
     DomainInfo,
     Hostdev,
+    MdevHostdev,
     PciAddress,
     PciAddressError,
     parse_mac,
+    parse_uuid,
 )
 
 
@@ -116,6 +118,28 @@ def parse_hostdevs(xml: str) -> list[Hostdev]:
     return result
 
 
+def parse_mdevs(xml: str) -> list[MdevHostdev]:
+    """Mediated devices in a domain XML: ``<hostdev mode='subsystem' type='mdev'><source><address uuid=...>``."""
+    result = []
+    for element in ET.fromstring(xml).iterfind('devices/hostdev'):
+        if element.get('mode', 'subsystem') != 'subsystem' or element.get('type') != 'mdev':
+            continue
+        source = element.find('source/address')
+        try:
+            uuid = parse_uuid('mdev', source.get('uuid') if source is not None else None)
+        except SpecError:
+            continue
+        alias = element.find('alias')
+        result.append(MdevHostdev(uuid, alias.get('name') if alias is not None else None, element.get('model')))
+    return result
+
+
+def mdev_xml(uuid: str, attachment_id: str) -> str:
+    """A mediated device (vfio-pci model) with this collection's user alias; ``uuid`` is parsed here again."""
+    return (f"<hostdev mode='subsystem' type='mdev' model='vfio-pci'><source><address uuid='{parse_uuid('mdev', uuid)}'/>"
+            f"</source><alias name='{ALIAS_PREFIX}{attachment_id}'/></hostdev>")
+
+
 def _int(text: str | None) -> int | None:
     try:
         return int(text, 10) if text is not None else None
@@ -171,9 +195,11 @@ class Libvirt:
         try:
             active = bool(dom.isActive())
             persistent = bool(dom.isPersistent())
-            live = parse_hostdevs(dom.XMLDesc(0)) if active else []
-            config = parse_hostdevs(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) if persistent else []
-            return DomainInfo(dom.UUIDString(), dom.name(), active, persistent, live, config)
+            live_xml = dom.XMLDesc(0) if active else None
+            config_xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if persistent else None
+            return DomainInfo(dom.UUIDString(), dom.name(), active, persistent,
+                              parse_hostdevs(live_xml) if live_xml else [], parse_hostdevs(config_xml) if config_xml else [],
+                              parse_mdevs(live_xml) if live_xml else [], parse_mdevs(config_xml) if config_xml else [])
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None  # undefined or destroyed while we were listing

@@ -190,6 +190,21 @@ class PciDevice:
 
 
 @dataclass(frozen=True)
+class MdevHostdev:
+    """One mediated device in one domain's XML (``<hostdev type='mdev'><source><address uuid=...>``)."""
+
+    uuid: str
+    alias: str | None
+    model: str | None
+
+    @property
+    def attachment_id(self) -> str | None:
+        if self.alias and self.alias.startswith(ALIAS_PREFIX):
+            return self.alias[len(ALIAS_PREFIX):]
+        return None
+
+
+@dataclass(frozen=True)
 class Hostdev:
     """One PCI device in one domain's XML (``<hostdev type='pci'>`` or ``<interface type='hostdev'>``)."""
 
@@ -211,7 +226,7 @@ class Hostdev:
 
 @dataclass
 class DomainInfo:
-    """A domain and the PCI devices of its live and persistent definitions."""
+    """A domain and the PCI devices of its live and persistent definitions (and its mediated devices by UUID)."""
 
     uuid: str
     name: str
@@ -219,6 +234,8 @@ class DomainInfo:
     persistent: bool
     hostdevs_live: list[Hostdev]
     hostdevs_config: list[Hostdev]
+    mdevs_live: list[MdevHostdev] = field(default_factory=list)
+    mdevs_config: list[MdevHostdev] = field(default_factory=list)
 
 
 @dataclass
@@ -398,3 +415,56 @@ class NicInfo:
     netdev: str
     operstate: str | None = None
     vfs: dict[int, VfConfig] | None = None
+
+
+# -- mediated devices (mdev) and NVIDIA's SR-IOV vGPU ------------------------------------------------------
+
+_UUID_RE = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$')
+# A type id as the kernel names its directory (mtty-2, nvidia-35, i915-GVTg_V5_4): nothing that could leave a path
+MDEV_TYPE_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$')
+
+
+def parse_uuid(where: str, value: Any) -> str:
+    """A UUID in its canonical lower-case form (an mdev's name, an attachment id)."""
+    text = value.strip().lower() if isinstance(value, str) else ''
+    if not _UUID_RE.match(text):
+        raise SpecError(f'{where}: {value!r} is not a UUID like 6f1c4e1e-2d6a-4a39-9b3c-7f2b8a3c1d20')
+    return text
+
+
+@dataclass(frozen=True)
+class MdevType:
+    """One type a parent can create (``mdev_supported_types/<type_id>/``)."""
+
+    type_id: str
+    name: str | None
+    description: str | None
+    device_api: str | None
+    available_instances: int | None
+
+
+@dataclass
+class MdevParent:
+    """A device that can create mediated devices: a PCI function (``address``) or a virtual one (``mtty``)."""
+
+    name: str                       # the parent's device name: a PCI address, or the virtual device's name
+    address: PciAddress | None      # for a PCI parent
+    types: list[MdevType] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Mdev:
+    """A mediated device that exists (``/sys/bus/mdev/devices/<uuid>``)."""
+
+    uuid: str
+    parent: str
+    type_id: str | None
+
+
+@dataclass(frozen=True)
+class Vgpu:
+    """An NVIDIA SR-IOV vGPU VF (``nvidia/creatable_vgpu_types``, ``nvidia/current_vgpu_type``): type id -> name,
+    and the type it has now (None: none, the kernel's 0)."""
+
+    creatable: dict[int, str]
+    current: int | None

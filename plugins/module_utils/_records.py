@@ -15,11 +15,15 @@ from typing import Any
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
     Allocation,
     DeviceState,
+    DomainInfo,
     Hostdev,
+    Mdev,
+    MdevParent,
     NicInfo,
     PciAddress,
     PciDevice,
     VfConfig,
+    Vgpu,
 )
 from ansible_collections.passthrough.libvirt.plugins.module_utils._pciids import PciIds
 
@@ -32,7 +36,8 @@ def vf_facts(config: VfConfig | None) -> dict[str, Any]:
 
 
 def extra_info(device: PciDevice, allocation: Allocation | None, group_members: list[PciAddress],
-               nic: NicInfo | None = None, vf_index: int | None = None) -> dict[str, Any]:
+               nic: NicInfo | None = None, vf_index: int | None = None, vgpu: Vgpu | None = None,
+               mdev_types: list[str] | None = None) -> dict[str, Any]:
     """Facts that apply to this device only, like Nova's extra_info: a key is absent when it does not apply.
 
     ``nic``: a NIC PF's own network facts, or for a NIC VF its PF's (with ``vf_index``, the VF's index there).
@@ -59,6 +64,11 @@ def extra_info(device: PciDevice, allocation: Allocation | None, group_members: 
     elif device.physfn is not None and device.class_id.startswith('02'):
         info['pf_netdev'] = nic.netdev if nic is not None else None
         info['vf_index'] = vf_index
+    if vgpu is not None:
+        info['vgpu'] = {'creatable_types': [{'id': number, 'name': name} for number, name in sorted(vgpu.creatable.items())],
+                        'current_type': vgpu.current}
+    if mdev_types:
+        info['mdev_types'] = mdev_types
     if device.is_bridge:
         info['is_bridge'] = True
     if group_members:
@@ -72,7 +82,8 @@ def extra_info(device: PciDevice, allocation: Allocation | None, group_members: 
 
 
 def device_record(state: DeviceState, names: PciIds, group_members: list[PciAddress],
-                  nic: NicInfo | None = None, vf_index: int | None = None) -> dict[str, Any]:
+                  nic: NicInfo | None = None, vf_index: int | None = None, vgpu: Vgpu | None = None,
+                  mdev_types: list[str] | None = None) -> dict[str, Any]:
     """One device record, with the fields pci_device_info documents under pci_devices."""
     device, spec, allocation = state.device, state.spec, state.allocation
     address = device.address
@@ -99,7 +110,7 @@ def device_record(state: DeviceState, names: PciIds, group_members: list[PciAddr
         'instance_uuid': allocation.domain_uuid if allocation else None,
         'instance_name': allocation.domain_name if allocation else None,
         'attachment_id': allocation.attachment_id if allocation else None,
-        'extra_info': extra_info(device, allocation, group_members, nic, vf_index),
+        'extra_info': extra_info(device, allocation, group_members, nic, vf_index, vgpu, mdev_types),
     }
 
 
@@ -134,3 +145,28 @@ def server_device(domain_uuid: str, address: PciAddress, attachment_id: str | No
         record.update(facts)
         record['interface'] = hostdev is not None and hostdev.kind == 'interface'
     return record
+
+
+def mdev_records(parents: list[MdevParent], mdevs: list[Mdev], domains: list[DomainInfo] | None) -> tuple[list, list]:
+    """pci_device_info's ``mdev_parents`` and ``mdevs``: each parent's types with the mdevs of each, and each mdev
+    with the domain that holds it (live or persistent; ``domains`` None: unknown, status ``unknown``)."""
+    held: dict[str, tuple[DomainInfo, str | None]] = {}
+    for info in domains or ():
+        for item in info.mdevs_live + info.mdevs_config:
+            held.setdefault(item.uuid, (info, item.attachment_id))
+    by_type: dict[tuple[str, str | None], list[str]] = {}
+    for item in mdevs:
+        by_type.setdefault((item.parent, item.type_id), []).append(item.uuid)
+    parent_records = [{
+        'name': parent.name, 'address': str(parent.address) if parent.address else None,
+        'types': [{'type_id': t.type_id, 'name': t.name, 'description': t.description, 'device_api': t.device_api,
+                   'available_instances': t.available_instances, 'mdevs': by_type.get((parent.name, t.type_id), [])}
+                  for t in parent.types]} for parent in parents]
+    mdev_list = []
+    for item in mdevs:
+        info, attachment_id = held.get(item.uuid, (None, None))
+        status = 'unknown' if domains is None else 'allocated' if info is not None else 'free'
+        mdev_list.append({'uuid': item.uuid, 'parent': item.parent, 'type_id': item.type_id, 'status': status,
+                          'instance_uuid': info.uuid if info else None, 'instance_name': info.name if info else None,
+                          'attachment_id': attachment_id})
+    return parent_records, mdev_list

@@ -190,6 +190,48 @@ server:
           inner_address: "0000:07:00.0"
           vendor_id: "8086"
           product_id: "154c"
+mdev_parents:
+  description:
+    - The devices that can create mediated devices (mdevs) - PCI functions (Intel GVT-g, NVIDIA vGPU before kernel 6.8)
+      and virtual parents (a test driver such as C(mtty)) - each with the types it offers, from
+      C(/sys/class/mdev_bus/<parent>/mdev_supported_types/<type>/). Empty on hosts without mdev support.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The parent's device name - a PCI address, or a virtual device's name.
+      type: str
+      sample: "0000:00:02.0"
+    address:
+      description: The PCI address of a PCI parent; V(null) for a virtual one.
+      type: str
+    types:
+      description:
+        - Each type - C(type_id) (the directory name, for example C(nvidia-470) or C(mtty-2)), C(name),
+          C(description), C(device_api) (C(vfio-pci) for what libvirt attaches as C(model='vfio-pci')),
+          C(available_instances) (how many more the parent can create now), C(mdevs) (the UUIDs of those of this
+          type that exist). A value the kernel does not give is V(null).
+      type: list
+      elements: dict
+  sample:
+    - name: mtty
+      address: null
+      types:
+        - {type_id: mtty-2, name: Dual port serial, description: null, device_api: vfio-pci, available_instances: 11,
+           mdevs: [6f1c4e1e-2d6a-4a39-9b3c-7f2b8a3c1d20]}
+mdevs:
+  description:
+    - Every mediated device that exists (C(/sys/bus/mdev/devices/<uuid>)) - C(uuid), C(parent) (its parent's name),
+      C(type_id), C(status) (C(allocated) when a domain's live or persistent definition has it as a
+      C(<hostdev type='mdev'>), else C(free); C(unknown) when libvirt cannot be read), C(instance_uuid) and
+      C(instance_name) (that domain), C(attachment_id) (when this collection attached it).
+  returned: success
+  type: list
+  elements: dict
+  sample:
+    - {uuid: 6f1c4e1e-2d6a-4a39-9b3c-7f2b8a3c1d20, parent: mtty, type_id: mtty-2, status: allocated,
+       instance_uuid: 8f5b2b0c-4a55-4bd8-9d4e-7f2f4a1c0b6e, instance_name: web01, attachment_id: null}
 pci_device:
   description:
     - The record of the device at O(address), in the form of the elements of RV(pci_devices).
@@ -359,6 +401,16 @@ pci_devices:
         vf_index:
           description: The VF's index on its PF (C(N) of the PF's C(virtfnN)). VFs of network controllers only.
           type: int
+        mdev_types:
+          description: The mdev types the device offers as a parent (see RV(mdev_parents)). mdev parents only.
+          type: list
+          elements: str
+        vgpu:
+          description:
+            - An NVIDIA SR-IOV vGPU VF (kernel 6.8 and later, NVIDIA's vfio variant driver) - C(creatable_types), a list
+              of C({id, name}) from C(nvidia/creatable_vgpu_types), and C(current_type), the id in
+              C(nvidia/current_vgpu_type) (V(null) for none). NVIDIA VFs with these attributes only.
+          type: dict
         is_bridge:
           description: V(true) for PCI bridges; absent for other devices.
           type: bool
@@ -392,7 +444,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import
 from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostSnapshot, HostStateError, load_state
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import LibvirtUnavailable, find_domain
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import DEV_TYPES, STATUSES, NicInfo, PciAddress, PciAddressError, PciDevice
-from ansible_collections.passthrough.libvirt.plugins.module_utils._records import device_record, server_device
+from ansible_collections.passthrough.libvirt.plugins.module_utils._records import device_record, mdev_records, server_device
 
 
 def argument_spec() -> dict:
@@ -437,7 +489,9 @@ def run(params: dict) -> tuple[dict, list[str]]:
         domain = find_domain(snapshot.domains, params['domain'])
         listed = [state for state in listed if state.allocation is not None and state.allocation.domain_uuid == domain.uuid]
     names = snapshot.names
-    devices = [device_record(state, names, snapshot.group_members(state.device), *_nic_of(snapshot, state.device))
+    types_of = {str(parent.address): [t.type_id for t in parent.types] for parent in snapshot.mdev_parents if parent.address}
+    devices = [device_record(state, names, snapshot.group_members(state.device), *_nic_of(snapshot, state.device),
+                             vgpu=snapshot.vgpu(state.device), mdev_types=types_of.get(str(state.device.address)))
                for state in sorted(listed, key=lambda s: s.device.address)]
     devices = [device for device in devices if all(device[key] == value for key, value in filters.items() if value != '*')]
 
@@ -448,6 +502,8 @@ def run(params: dict) -> tuple[dict, list[str]]:
         pci_devices=devices,
         stored_device_spec=_stored_device_spec(params, warnings),
     )
+    mdevs = snapshot.mdevs
+    result['mdev_parents'], result['mdevs'] = mdev_records(snapshot.mdev_parents, mdevs, snapshot.domains if mdevs else [])
     if address is not None:
         result['pci_device'] = devices[0] if devices else None
     if domain is not None:

@@ -20,7 +20,7 @@ LAYERS = {
     '_model': 1,
     '_devspec': 2, '_alias': 2,
     '_pools': 3,
-    '_fleet': 4, '_pciids': 4, '_sysfs': 4, '_hostuse': 4, '_libvirt': 4, '_atomic': 4, '_iplink': 4,
+    '_fleet': 4, '_pciids': 4, '_sysfs': 4, '_hostuse': 4, '_libvirt': 4, '_atomic': 4, '_iplink': 4, '_mdev': 4,
     '_host': 5, '_records': 5,
     '_binding': 6, '_attachment': 6,
     '_argspec': 7,
