@@ -30,15 +30,18 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._model import 
     DEV_TYPES,
     DEV_TYPE_PF,
     InterfaceOptions,
+    MdevType,
     PciDevice,
+    mdev_type_matches,
     parse_bool,
+    parse_mdev_pattern,
 )
 
 
 # -- aliases ------------------------------------------------------------------------------------
 
 NUMA_POLICIES = ('required', 'legacy', 'preferred', 'socket')
-_ALIAS_KEYS = ('name', 'vendor_id', 'product_id', 'device_type', 'numa_policy', 'tags', 'interface',
+_ALIAS_KEYS = ('name', 'vendor_id', 'product_id', 'device_type', 'numa_policy', 'tags', 'interface', 'mdev_type',
                # accepted for compatibility with Nova's alias, not used for matching
                'capability_type', 'live_migratable', 'resource_class', 'traits')
 _NAME_MAX = 256  # Nova's alias schema
@@ -76,6 +79,7 @@ class AliasEntry:
     tags: tuple[tuple[str, str], ...] = ()
     live_migratable: bool | None = None
     interface: InterfaceOptions | None = None    # our extension: its devices are given as network interfaces
+    mdev_type: str | None = None                 # our extension: a mediated device of this type (id or name pattern)
 
     @classmethod
     def parse(cls, index: int, entry: Any) -> AliasEntry:
@@ -118,11 +122,21 @@ class AliasEntry:
         interface = entry.get('interface')
         if interface is not None:
             interface = InterfaceOptions.parse(f'{where}.interface', interface, mac_list=False)
+        mdev_type = entry.get('mdev_type')
+        if mdev_type is not None:
+            mdev_type = parse_mdev_pattern(f'{where}.mdev_type', mdev_type)
+            for key in ('device_type', 'interface'):
+                if entry.get(key) is not None:
+                    raise SpecError(f'{where}: {key} and mdev_type are both given; an alias asks for whole devices or for '
+                                    'mediated devices of a type, not both')
         return cls(index=index, name=name, device_type=choices['device_type'], numa_policy=choices['numa_policy'] or 'legacy',
-                   tags=tuple(sorted(texts)), live_migratable=live_migratable, interface=interface, **ids)
+                   tags=tuple(sorted(texts)), live_migratable=live_migratable, interface=interface, mdev_type=mdev_type, **ids)
 
     def matches(self, device: PciDevice, tags: Mapping[str, Any]) -> bool:
-        """``tags``: the device's whitelist tags. Without a device_type, PFs are left out: a PF is given only when asked for."""
+        """``tags``: the device's whitelist tags. Without a device_type, PFs are left out: a PF is given only when asked for.
+        An mdev alias matches no whole device."""
+        if self.mdev_type is not None:
+            return False
         if self.device_type is None:
             if device.dev_type == DEV_TYPE_PF:
                 return False
@@ -131,6 +145,17 @@ class AliasEntry:
         return ((self.vendor_id is None or self.vendor_id == device.vendor_id)
                 and (self.product_id is None or self.product_id == device.product_id)
                 and all(key in tags and _tag_text(tags[key]) == value for key, value in self.tags))
+
+
+    def matches_mdev(self, mdev_type: MdevType, parent: PciDevice | None, tags: Mapping[str, Any]) -> bool:
+        """Whether the entry asks for ``mdev_type``; ``parent`` is the parent's PCI function (None: a virtual parent,
+        which an entry with vendor_id or product_id never matches)."""
+        if self.mdev_type is None or not mdev_type_matches(self.mdev_type, mdev_type):
+            return False
+        if self.vendor_id is not None or self.product_id is not None:
+            if parent is None or self.vendor_id not in (None, parent.vendor_id) or self.product_id not in (None, parent.product_id):
+                return False
+        return all(key in tags and _tag_text(tags[key]) == value for key, value in self.tags)
 
 
 @dataclass
@@ -152,8 +177,15 @@ class Alias:
     def interface(self) -> InterfaceOptions | None:
         return self.entries[0].interface
 
+    @property
+    def is_mdev(self) -> bool:
+        return self.entries[0].mdev_type is not None
+
     def matches(self, device: PciDevice, tags: Mapping[str, Any]) -> bool:
         return any(entry.matches(device, tags) for entry in self.entries)
+
+    def matches_mdev(self, mdev_type: MdevType, parent: PciDevice | None, tags: Mapping[str, Any]) -> bool:
+        return any(entry.matches_mdev(mdev_type, parent, tags) for entry in self.entries)
 
 
 def parse_aliases(value: Any) -> dict[str, Alias]:
@@ -167,6 +199,11 @@ def parse_aliases(value: Any) -> dict[str, Alias]:
         entry = AliasEntry.parse(index, item)
         alias = aliases.setdefault(entry.name, Alias(entry.name, []))
         # Nova's order: numa_policy (omitted is legacy), then device_type (omitted is not any type).
+        first = alias.entries[0] if alias.entries else entry
+        if (entry.mdev_type is None) != (first.mdev_type is None):
+            raise SpecError(f'aliases: alias {entry.name!r} asks for mediated devices (mdev_type) in '
+                            f'aliases[{first.index if first.mdev_type is not None else index}] and for whole devices in '
+                            f'aliases[{index if first.mdev_type is not None else first.index}]; give each its own name')
         for key, default, note in (('numa_policy', 'legacy', 'an omitted numa_policy is legacy'),
                                    ('device_type', None, 'an omitted device_type differs from every type'),
                                    ('interface', None, 'its devices are network interfaces in one entry and not in the other')):

@@ -196,6 +196,10 @@ def parse_options(params: Mapping[str, Any]) -> AttachmentRequest:
     state = params['state']
     aliases = parse_aliases(params.get('aliases'))
     request = parse_request(params['request'], aliases) if params.get('request') is not None else None
+    for item in request or ():
+        if aliases[item.alias].is_mdev and state == 'present' and item.count:
+            raise Refused(f'request: alias {item.alias!r} asks for mediated devices (mdev_type {aliases[item.alias].entries[0].mdev_type!r}), '
+                          'which pci_attachment does not attach yet; hypervisor_pci_stats counts them')
     addresses = None
     if params.get('addresses') is not None:
         addresses = []

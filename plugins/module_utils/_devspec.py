@@ -29,15 +29,26 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import SpecError
-from ansible_collections.passthrough.libvirt.plugins.module_utils._model import BOOL_TAGS, PciAddress, PciAddressError, PciDevice, parse_bool
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
+    BOOL_TAGS,
+    MdevParent,
+    MdevType,
+    PciAddress,
+    PciAddressError,
+    PciDevice,
+    mdev_type_matches,
+    parse_bool,
+    parse_mdev_pattern,
+)
+
 
 ANY = '*'
 _HEX = re.compile(r'[0-9a-f]+')
 _MAX_ID = 0xFFFF
 _ADDRESS_FIELDS = (('domain', 8, 0xFFFFFFFF), ('bus', 2, 0xFF), ('slot', 2, 0x1F), ('function', 1, 0x7))
 _MATCH_KEYS = ('vendor_id', 'product_id', 'address', 'devname', 'class_id', 'driver',
-               'subsystem_vendor_id', 'subsystem_product_id', 'numa_node')
-# Tags Nova reads as booleans (oslo strutils, strict) and stores as 'true' / 'false'.
+               'subsystem_vendor_id', 'subsystem_product_id', 'numa_node', 'mdev_types', 'mdev_parent')
+_PARENT_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$')      # a virtual mdev parent's device name
 # Names other tools give to a match key (sysfs and lspci call the product id "device").
 _OTHER_NAMES = {'device_id': 'product_id', 'subsystem_device_id': 'subsystem_product_id'}
 
@@ -88,7 +99,10 @@ def _misspelt(key: str) -> str | None:
         return text + '_id'
     if len(text) > 32:  # far longer than any match key; spares the distance on long tag names
         return None
-    distance, match = min((_distance(text, name), name) for name in _MATCH_KEYS)
+    if text in ('mdev_type', 'mdev_typess', 'mdevtypes', 'mdev_parents', 'mdevparent'):
+        return 'mdev_types' if 'type' in text else 'mdev_parent'
+    # the mdev keys are left out of the distance: "dev_type", a real tag, is two edits from "mdev_types"
+    distance, match = min((_distance(text, name), name) for name in _MATCH_KEYS if not name.startswith('mdev_'))
     return match if distance <= 2 else None
 
 
@@ -184,6 +198,13 @@ class DeviceSpec:
     exact_address: PciAddress | None = None
     # "PF#0-3,7": only those VFs of the PF given by address or by netdev name.
     vf_range: frozenset[int] | None = None
+    # An mdev entry: it admits these mdev types (patterns) on the parents it matches, and never whole devices.
+    mdev_types: tuple[str, ...] | None = None
+    mdev_parent: str | None = None     # a parent by name (a PCI address, or a virtual parent such as mtty)
+
+    @property
+    def is_mdev(self) -> bool:
+        return self.mdev_types is not None
 
     @classmethod
     def parse(cls, index: int, entry: Any) -> DeviceSpec:
@@ -243,6 +264,23 @@ class DeviceSpec:
             if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
                 raise SpecError(f'{_where(index, "numa_node")}: {value!r} must be a NUMA node number')
             spec.numa_node = int(value)
+        if 'mdev_types' in entry:
+            value = entry['mdev_types']
+            if not isinstance(value, list) or not value:
+                raise SpecError(f'{_where(index, "mdev_types")}: {value!r} must be a list of mdev type ids or names, like ["nvidia-470"]')
+            spec.mdev_types = tuple(parse_mdev_pattern(f'{_where(index, "mdev_types")}[{number}]', item)
+                                    for number, item in enumerate(value))
+        if 'mdev_parent' in entry:
+            value = entry['mdev_parent']
+            if spec.mdev_types is None:
+                raise SpecError(f'{_where(index, "mdev_parent")}: {value!r} needs mdev_types (the types the entry admits on it)')
+            try:
+                spec.mdev_parent = str(PciAddress.parse(value))
+            except PciAddressError:
+                if not isinstance(value, str) or not _PARENT_NAME.match(value.strip()):
+                    raise SpecError(f'{_where(index, "mdev_parent")}: {value!r} must be a parent device name: a PCI address, or a '
+                                    'virtual parent such as "mtty"') from None
+                spec.mdev_parent = value.strip()
         spec.tags = {key: value for key, value in entry.items() if key not in _MATCH_KEYS}
         for key in BOOL_TAGS:
             if spec.tags.get(key) is not None:
@@ -285,6 +323,12 @@ class DeviceSpec:
             return True
         return pf is not None and self.exact_address is not None and pf.address == self.exact_address
 
+    def _matches_anything(self) -> bool:
+        """No PCI match key narrows the entry (a virtual mdev parent has no PCI identity to match)."""
+        return (self.vendor_id == ANY and self.product_id == ANY and self.subsystem_vendor_id == ANY and self.subsystem_product_id == ANY
+                and self.address_glob in (None, (ANY,) * 4) and self.address_regex is None and self.devname is None
+                and self.class_id is None and self.driver is None and self.numa_node is None and self.vf_range is None)
+
     def matches(self, device: PciDevice, devices: Mapping[PciAddress, PciDevice] | None = None) -> bool:
         """Whether the entry matches the device; ``devices`` (every device by address) lets a VF match by its PF."""
         checks = (
@@ -314,8 +358,28 @@ class Whitelist:
         return cls([DeviceSpec.parse(index, entry) for index, entry in enumerate(device_spec)])
 
     def match(self, device: PciDevice, devices: Mapping[PciAddress, PciDevice] | None = None) -> DeviceSpec | None:
-        """The first entry that matches; ``devices`` (every device by address) lets a VF match by its PF."""
+        """The first entry that matches; ``devices`` (every device by address) lets a VF match by its PF.
+
+        mdev entries (``mdev_types``) are not looked at: they admit slices of a parent, which stays on its
+        host driver, never the whole device.
+        """
         for entry in self.entries:
-            if entry.matches(device, devices):
+            if not entry.is_mdev and entry.matches(device, devices):
+                return entry
+        return None
+
+    def mdev_match(self, parent: MdevParent, mdev_type: MdevType, device: PciDevice | None,
+                   devices: Mapping[PciAddress, PciDevice] | None = None) -> DeviceSpec | None:
+        """The first mdev entry that admits ``mdev_type`` on ``parent`` (``device``: the parent's PCI function, None
+        for a virtual parent, which only an entry naming it with ``mdev_parent`` or matching any device admits)."""
+        for entry in self.entries:
+            if not entry.is_mdev or not any(mdev_type_matches(pattern, mdev_type) for pattern in entry.mdev_types):
+                continue
+            if entry.mdev_parent is not None and entry.mdev_parent != parent.name:
+                continue
+            if device is not None:
+                if entry.matches(device, devices):
+                    return entry
+            elif entry.mdev_parent is not None or entry._matches_anything():
                 return entry
         return None

@@ -234,6 +234,14 @@ class HostSnapshot:
             whitelisted = [address for address, device in devices.items()
                            if not device.is_bridge and self.whitelist.match(device, devices) is not None]
             self._host_use = self._reader.host_use(whitelisted)
+            wanted = set(whitelisted)
+            for mdev in self.mdevs:       # a parent serving mediated devices is the host's: giving it whole ends them
+                try:
+                    address = PciAddress.parse(mdev.parent)
+                except Refused:
+                    continue
+                if address in wanted:
+                    self._host_use.add(address, f'it is the parent of mediated device {mdev.uuid} ({mdev.type_id})')
         return self._host_use
 
     @property

@@ -13,6 +13,7 @@ XML; ``Allocation`` which domain holds a device; ``DeviceState`` a device's stat
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import re
 from collections import namedtuple
@@ -468,3 +469,20 @@ class Vgpu:
 
     creatable: dict[int, str]
     current: int | None
+
+
+# An mdev type as an entry or alias names it: a type id or name, '*' and '?' as wildcards; nothing that leaves a path.
+MDEV_PATTERN = re.compile(r'^[A-Za-z0-9_.+*?() -]{1,128}$')
+
+
+def parse_mdev_pattern(where: str, value: Any) -> str:
+    """A type id (``nvidia-470``, ``mtty-2``) or name (``GRID A100-4C``), with ``*`` and ``?`` as wildcards."""
+    if not isinstance(value, str) or not MDEV_PATTERN.match(value.strip()):
+        raise SpecError(f'{where}: {value!r} must be an mdev type id or name like "nvidia-470" or "GRID A100-4C" ("*" and "?" as '
+                        'wildcards)')
+    return value.strip()
+
+
+def mdev_type_matches(pattern: str, mdev_type: MdevType) -> bool:
+    """A pattern matches a type by its id or its name, whole, case-sensitively (the kernel's names)."""
+    return any(text is not None and fnmatch.fnmatchcase(text, pattern) for text in (mdev_type.type_id, mdev_type.name))

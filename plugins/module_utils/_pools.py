@@ -29,9 +29,14 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._model import 
     STATUS_UNMANAGED,
     Allocation,
     DeviceState,
+    DomainInfo,
+    Mdev,
+    MdevParent,
     PciAddress,
     PciDevice,
 )
+
+DEV_TYPE_MDEV = 'type-MDEV'     # an mdev pool's dev_type: slices of a parent, not whole devices
 
 # vfio-pci and the vendor variants built on it (mlx5_vfio_pci, nvgrace_gpu_vfio_pci, ...).
 _PASSTHROUGH_DRIVER = re.compile(r'^(vfio-pci|[a-z0-9_]+_vfio_pci)$')
@@ -439,3 +444,61 @@ def state_reason(state: DeviceState, host_use_hint: str | None = None) -> tuple[
 def free_per_alias(aliases: Mapping[str, Alias], free: list[Candidate]) -> dict[str, int]:
     """How many devices of each alias the host can still give (one alias at a time, no NUMA placement)."""
     return {name: sum(1 for c in free if alias.matches(c, c.tags)) for name, alias in sorted(aliases.items())}
+
+
+# -- mediated devices -------------------------------------------------------------------------------
+
+def mdev_pools(parents: list[MdevParent], mdevs: list[Mdev], domains: list[DomainInfo] | None, whitelist: Whitelist,
+               devices: Mapping[PciAddress, PciDevice], names: Any = None) -> list[dict[str, Any]]:
+    """One pool per whitelisted (parent, mdev type), as Nova reports a VGPU inventory per physical GPU.
+
+    ``count`` (free) is what the parent can still create (``available_instances``) plus the mdevs of the type
+    that exist and no domain holds; ``allocated`` the mdevs a domain holds (live or persistent); ``total``
+    both. With ``domains`` None (libvirt unreadable) nothing is known to be free: every existing mdev is
+    ``unavailable`` and so is the capacity.
+    """
+    held = {item.uuid for info in domains or () for item in info.mdevs_live + info.mdevs_config}
+    result = []
+    for parent in parents:
+        device = devices.get(parent.address) if parent.address is not None else None
+        if parent.address is not None and device is None:
+            continue
+        for mdev_type in parent.types:
+            spec = whitelist.mdev_match(parent, mdev_type, device, devices)
+            if spec is None:
+                continue
+            existing = [item for item in mdevs if item.parent == parent.name and item.type_id == mdev_type.type_id]
+            allocated = [item for item in existing if item.uuid in held]
+            free = [item.uuid for item in existing if item.uuid not in held]
+            capacity = mdev_type.available_instances or 0
+            pool = {'count': capacity + len(free), 'total': capacity + len(existing), 'allocated': len(allocated), 'unavailable': 0,
+                    'vendor_id': device.vendor_id if device else None, 'product_id': device.product_id if device else None,
+                    'dev_type': DEV_TYPE_MDEV, 'numa_node': device.numa_node if device else None, 'parent_addr': parent.name,
+                    'mdev_type': mdev_type.type_id, 'mdev_name': mdev_type.name, 'device_api': mdev_type.device_api,
+                    'tags': dict(spec.tags), 'free_mdevs': free, 'free_addresses': [], 'unavailable_reasons': {}}
+            if names is not None:
+                pool['vendor_name'] = names.vendor_name(device.vendor_id) if device else None
+                pool['product_name'] = names.device_name(device.vendor_id, device.product_id) if device else None
+            if domains is None:
+                pool['unavailable'], pool['count'], pool['allocated'] = pool['count'], 0, 0
+                pool['unavailable_reasons'] = {'allocations unknown: libvirt cannot be read': pool['unavailable']}
+                pool['free_mdevs'] = []
+            result.append(pool)
+    return result
+
+
+def mdev_free_per_alias(aliases: Mapping[str, Alias], pools_: list[dict[str, Any]], parents: list[MdevParent],
+                        devices: Mapping[PciAddress, PciDevice]) -> dict[str, int]:
+    """How many mdevs each mdev alias could still get on this host (any parent, one alias at a time)."""
+    types = {(parent.name, t.type_id): t for parent in parents for t in parent.types}
+    found = {}
+    for name, alias in sorted(aliases.items()):
+        if not alias.is_mdev:
+            continue
+        found[name] = 0
+        for pool in pools_:
+            parent_device = devices.get(PciAddress.parse(pool['parent_addr'])) if pool['vendor_id'] is not None else None
+            mdev_type = types.get((pool['parent_addr'], pool['mdev_type']))
+            if mdev_type is not None and alias.matches_mdev(mdev_type, parent_device, pool['tags']):
+                found[name] += pool['count']
+    return found

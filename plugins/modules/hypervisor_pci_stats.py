@@ -102,7 +102,11 @@ hypervisor:
           type: str
           sample: "154c"
         dev_type:
-          description: C(type-PCI), C(type-PF) or C(type-VF).
+          description:
+            - C(type-PCI), C(type-PF) or C(type-VF) for whole devices; C(type-MDEV) for a pool of mediated devices - one per
+              whitelisted type of an mdev parent (a whitelist entry with C(mdev_types)), as Nova reports a VGPU
+              inventory per physical GPU. Its C(count) is what the parent can still create (C(available_instances))
+              plus the mdevs of the type that exist and no domain holds.
           type: str
           sample: type-VF
         numa_node:
@@ -110,9 +114,23 @@ hypervisor:
           type: int
           sample: 0
         parent_addr:
-          description: For a pool of VFs, the address of their PF; V(null) otherwise.
+          description: For a pool of VFs, the address of their PF; for an mdev pool, its parent's name (a PCI address or a
+            virtual parent such as C(mtty)); V(null) otherwise.
           type: str
           sample: "0000:3b:00.0"
+        mdev_type:
+          description: The mdev type id of an mdev pool (for example C(nvidia-470) or C(mtty-2)). mdev pools only.
+          type: str
+        mdev_name:
+          description: The type's name as the parent gives it (for example C(GRID A100-4C)). mdev pools only.
+          type: str
+        device_api:
+          description: The type's C(device_api) (C(vfio-pci) for what libvirt attaches). mdev pools only.
+          type: str
+        free_mdevs:
+          description: The UUIDs of the mdevs of the type that exist and no domain holds. mdev pools only.
+          type: list
+          elements: str
         tags:
           description: The tags of the whitelist entry that matched the pool's devices.
           type: dict
@@ -162,7 +180,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import with_host_options
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostSnapshot
-from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import candidates, free_per_alias, pools
+from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import candidates, free_per_alias, mdev_free_per_alias, mdev_pools, pools
 
 
 def argument_spec() -> dict:
@@ -178,6 +196,9 @@ def run(params: dict) -> dict:
     snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params['device_spec'], params['config_path'])
     states = snapshot.states()
     stats = pools(states, snapshot.names)
+    parents = snapshot.mdev_parents if any(entry.is_mdev for entry in snapshot.whitelist.entries) else []
+    slices = mdev_pools(parents, snapshot.mdevs, snapshot.domains, snapshot.whitelist, snapshot.devices, snapshot.names) if parents else []
+    stats += slices
     result = dict(
         changed=False,
         hypervisor=dict(hypervisor_hostname=snapshot.hostname, pci_stats=stats),
@@ -185,6 +206,7 @@ def run(params: dict) -> dict:
     )
     if params['aliases'] is not None:
         result['aliases_free'] = free_per_alias(aliases, candidates(states))
+        result['aliases_free'].update(mdev_free_per_alias(aliases, slices, parents, snapshot.devices))
     return result
 
 

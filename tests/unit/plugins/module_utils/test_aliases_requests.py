@@ -203,3 +203,31 @@ def test_auto_macs_are_stable_locally_administered_unicast_and_differ_per_attach
     assert len(macs) == 1000
     assert all(int(mac[:2], 16) & 0b11 == 0b10 for mac in macs)
     assert auto_mac('a') == auto_mac('a') != auto_mac('a', attempt=1)
+
+
+# -- mdev aliases ---------------------------------------------------------------------------------------------
+
+def test_an_mdev_alias_matches_types_by_id_or_name_and_never_a_whole_device():
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._model import MdevType
+    aliases = parse_aliases([{'name': 'vgpu', 'mdev_type': 'GRID A100-4*', 'vendor_id': '10de'}, {'name': 'serial', 'mdev_type': 'mtty-2'}])
+    a4c = MdevType('nvidia-470', 'GRID A100-4C', None, 'vfio-pci', 9)
+    gpu = PciDevice(PciAddress.parse('0000:3c:00.0'), '10de', '20b5', '030200', None, None, None, 'nvidia', 0, 1, None, None, None)
+    assert aliases['vgpu'].is_mdev and aliases['vgpu'].matches_mdev(a4c, gpu, {})
+    assert not aliases['vgpu'].matches_mdev(a4c, None, {})                      # vendor_id: a virtual parent has none
+    assert not aliases['vgpu'].matches(gpu, {})                                 # never the whole device
+    assert aliases['serial'].matches_mdev(MdevType('mtty-2', 'Dual port serial', None, 'vfio-pci', 3), None, {})
+    assert not aliases['serial'].matches_mdev(MdevType('mtty-1', 'Single port serial', None, 'vfio-pci', 3), None, {})
+
+
+@pytest.mark.parametrize('entries, message', [
+    ([{'name': 'v', 'mdev_type': '../x'}],
+     'aliases[0].mdev_type: \'../x\' must be an mdev type id or name like "nvidia-470" or "GRID A100-4C" ("*" and "?" as wildcards)'),
+    ([{'name': 'v', 'mdev_type': 'mtty-2', 'device_type': 'type-VF'}],
+     'aliases[0]: device_type and mdev_type are both given; an alias asks for whole devices or for mediated devices of a type, not both'),
+    ([{'name': 'v', 'mdev_type': 'mtty-2'}, {'name': 'v', 'vendor_id': '10de'}],
+     "aliases: alias 'v' asks for mediated devices (mdev_type) in aliases[0] and for whole devices in aliases[1]; give each its own name"),
+])
+def test_mdev_alias_errors(entries, message):
+    with pytest.raises(SpecError) as info:
+        parse_aliases(entries)
+    assert str(info.value) == message

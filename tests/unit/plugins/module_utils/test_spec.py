@@ -159,3 +159,37 @@ def test_pf_and_vf_range_semantics(server, spec, expected):
 def test_vf_range_errors(spec, message):
     with pytest.raises(SpecError, match=re.escape(message)):
         Whitelist.parse([spec])
+
+
+# -- mdev entries -------------------------------------------------------------------------------------------
+
+def test_an_mdev_entry_admits_types_on_its_parents_and_never_the_device_whole():
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._model import MdevParent, MdevType
+    whitelist = Whitelist.parse([{'vendor_id': '10de', 'mdev_types': ['GRID A100-4*', 'nvidia-999']},
+                                 {'mdev_parent': 'mtty', 'mdev_types': ['mtty-*'], 'purpose': 'serial'}])
+    gpu = PciDevice(PciAddress.parse('0000:3c:00.0'), '10de', '20b5', '030200', None, None, None, 'nvidia', 0, 1, None, None, None)
+    a4c, a8c = MdevType('nvidia-470', 'GRID A100-4C', None, 'vfio-pci', 9), MdevType('nvidia-471', 'GRID A100-8C', None, 'vfio-pci', 4)
+    assert whitelist.match(gpu) is None                                                          # not whole
+    assert whitelist.mdev_match(MdevParent('0000:3c:00.0', gpu.address), a4c, gpu).index == 0
+    assert whitelist.mdev_match(MdevParent('0000:3c:00.0', gpu.address), a8c, gpu) is None        # type not admitted
+    mtty = whitelist.mdev_match(MdevParent('mtty', None), MdevType('mtty-2', 'Dual port serial', None, 'vfio-pci', 3), None)
+    assert mtty.index == 1 and mtty.tags == {'purpose': 'serial'}
+    # a virtual parent has no PCI identity: an entry with vendor_id never admits it
+    assert whitelist.mdev_match(MdevParent('other', None), MdevType('nvidia-470', 'GRID A100-4C', None, 'vfio-pci', 1), None) is None
+
+
+@pytest.mark.parametrize('entry, message', [
+    ({'mdev_types': 'nvidia-470'}, 'device_spec[0].mdev_types: \'nvidia-470\' must be a list of mdev type ids or names, like ["nvidia-470"]'),
+    ({'mdev_types': []}, 'device_spec[0].mdev_types: [] must be a list of mdev type ids or names, like ["nvidia-470"]'),
+    ({'mdev_types': ['a/b']},
+     'device_spec[0].mdev_types[0]: \'a/b\' must be an mdev type id or name like "nvidia-470" or "GRID A100-4C" ("*" and "?" as wildcards)'),
+    ({'mdev_parent': 'mtty'}, "device_spec[0].mdev_parent: 'mtty' needs mdev_types (the types the entry admits on it)"),
+    ({'mdev_parent': '../mtty', 'mdev_types': ['x']},
+     'device_spec[0].mdev_parent: \'../mtty\' must be a parent device name: a PCI address, or a virtual parent such as "mtty"'),
+    ({'mdev_type': ['x']}, "device_spec[0]: key 'mdev_type' looks like a misspelt 'mdev_types' (a tag would match every device of the "
+                           "entry); write 'mdev_types', or give the tag a name further from the match keys"),
+])
+def test_mdev_entry_errors(entry, message):
+    with pytest.raises(SpecError) as info:
+        Whitelist.parse([entry])
+    assert str(info.value) == message
