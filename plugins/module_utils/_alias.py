@@ -146,7 +146,6 @@ class AliasEntry:
                 and (self.product_id is None or self.product_id == device.product_id)
                 and all(key in tags and _tag_text(tags[key]) == value for key, value in self.tags))
 
-
     def matches_mdev(self, mdev_type: MdevType, parent: PciDevice | None, tags: Mapping[str, Any]) -> bool:
         """Whether the entry asks for ``mdev_type``; ``parent`` is the parent's PCI function (None: a virtual parent,
         which an entry with vendor_id or product_id never matches)."""

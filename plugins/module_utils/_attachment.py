@@ -38,20 +38,24 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt impor
     Libvirt,
     hostdev_xml,
     interface_macs,
+    mdev_xml,
     numa_nodes,
     parse_hostdevs,
+    parse_mdevs,
 )
+from ansible_collections.passthrough.libvirt.plugins.module_utils._mdev import MdevSysfs
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
     ALIAS_PREFIX,
     STATUS_AVAILABLE,
     Hostdev,
     InterfaceOptions,
+    MdevHostdev,
     PciAddress,
     PciAddressError,
     auto_mac,
 )
-from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import blocked_only_by_host_use, candidates, fit
-from ansible_collections.passthrough.libvirt.plugins.module_utils._records import server_device
+from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import blocked_only_by_host_use, candidates, fit, mdev_pools
+from ansible_collections.passthrough.libvirt.plugins.module_utils._records import server_device, server_mdev
 
 # How long a device gone from the live XML may wait for its device-removed event.
 EVENT_GRACE = 2.0
@@ -65,34 +69,51 @@ class Attachment:
     """One device of this collection in the domain: in its live definition, its persistent one, or both."""
 
     attachment_id: str
-    address: PciAddress
+    address: PciAddress | None       # None for a mediated device
     alias: str | None
     live: bool = False
     config: bool = False
     recorded: bool = True       # False: an orphan, a ua-pci- hostdev without a record
     # A NIC VF given as a network interface: {mac, vlan, trust, spoofchk, link_state, pf, vf, was} (the record's)
     interface: dict[str, Any] | None = None
+    # A mediated device: {uuid, parent, type, created} (the record's; an orphan's has the uuid only)
+    mdev: dict[str, Any] | None = None
 
     @property
     def libvirt_alias(self) -> str:
         return ALIAS_PREFIX + self.attachment_id
 
+    @property
+    def label(self) -> str:
+        """How messages name it: its PCI address, or ``mdev <uuid>``."""
+        return f'mdev {self.mdev["uuid"]}' if self.mdev is not None else str(self.address)
+
     def xml(self) -> str:
+        if self.mdev is not None:
+            return mdev_xml(self.mdev['uuid'], self.attachment_id)
         return hostdev_xml(self.address, self.attachment_id, self.interface)
 
     def record(self) -> dict[str, Any]:
-        return result_record(self.attachment_id, self.address, self.alias, self.interface)
+        return result_record(self.attachment_id, self.address, self.alias, self.interface, self.mdev)
 
     def metadata(self) -> dict[str, Any]:
-        return {'id': self.attachment_id, 'alias': self.alias, 'address': str(self.address), 'interface': self.interface}
+        record = {'id': self.attachment_id, 'alias': self.alias, 'address': str(self.address) if self.address else None,
+                  'interface': self.interface}
+        if self.mdev is not None:
+            record['mdev'] = self.mdev
+        return record
 
 
-def result_record(attachment_id: str | None, address: PciAddress, alias: str | None, interface: dict[str, Any] | None) -> dict[str, Any]:
-    """An entry of ``attached``/``detached``; an interface's adds what it was given (its MAC null in check mode with mac auto)."""
-    record = {'attachment_id': attachment_id, 'address': str(address), 'alias': alias}
+def result_record(attachment_id: str | None, address: PciAddress | None, alias: str | None, interface: dict[str, Any] | None,
+                  mdev: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An entry of ``attached``/``detached``; an interface's adds what it was given (its MAC null in check mode with mac auto),
+    a mediated device's its UUID (null in check mode for one to be created), type and parent."""
+    record = {'attachment_id': attachment_id, 'address': str(address) if address is not None else None, 'alias': alias}
     if interface is not None:
         record.update(interface=True, mac_address=interface.get('mac'),
                       **{key: interface.get(key) for key in ('vlan', 'trust', 'spoofchk', 'link_state')})
+    if mdev is not None:
+        record.update(mdev_uuid=mdev.get('uuid'), mdev_type=mdev.get('type'), mdev_parent=mdev.get('parent'))
     return record
 
 
@@ -110,6 +131,7 @@ class DomainState:
     # Every PCI device of the domain (anyone's): the live definition's, then those only in the persistent one.
     hostdevs: list[Hostdev] = field(default_factory=list)
     macs: dict[str, str] = field(default_factory=dict)    # every interface's MAC, live or persistent -> which interface
+    mdevs: list[MdevHostdev] = field(default_factory=list)  # every mediated device of the domain (anyone's)
 
     @property
     def orphans(self) -> list[Attachment]:
@@ -131,6 +153,7 @@ def read_domain_state(dom: Any) -> DomainState:
     live_xml = dom.xml() if active else None
     config_xml = dom.xml(inactive=True) if persistent else None
     every: dict[PciAddress, Hostdev] = {}
+    every_mdev: dict[str, MdevHostdev] = {}
     for xml, live in ((live_xml, True), (config_xml, False)):
         if xml is None:
             continue
@@ -139,6 +162,15 @@ def read_domain_state(dom: Any) -> DomainState:
             if hostdev.attachment_id is None:
                 continue
             item = found.setdefault(hostdev.attachment_id, Attachment(hostdev.attachment_id, hostdev.address, None, recorded=False))
+            if live:
+                item.live = True
+            else:
+                item.config = True
+        for mdev in parse_mdevs(xml):
+            every_mdev.setdefault(mdev.uuid, mdev)
+            if mdev.attachment_id is None:
+                continue
+            item = found.setdefault(mdev.attachment_id, Attachment(mdev.attachment_id, None, None, recorded=False, mdev={'uuid': mdev.uuid}))
             if live:
                 item.live = True
             else:
@@ -153,6 +185,8 @@ def read_domain_state(dom: Any) -> DomainState:
         item = found.get(record['id'])
         if item is not None and not item.recorded:
             item.alias, item.recorded, item.interface = record['alias'], True, record.get('interface')
+            if item.mdev is not None and record.get('mdev') and record['mdev']['uuid'] == item.mdev['uuid']:
+                item.mdev = record['mdev']
             order.append(item)
     attachments = order + [item for item in found.values() if not item.recorded]
     macs = {}
@@ -161,7 +195,7 @@ def read_domain_state(dom: Any) -> DomainState:
             for mac, where in interface_macs(xml).items():
                 macs.setdefault(mac, where)
     return DomainState(dom.uuid, dom.name, active, persistent, attachments, records,
-                       numa_nodes(live_xml if active else config_xml), list(every.values()), macs)
+                       numa_nodes(live_xml if active else config_xml), list(every.values()), macs, list(every_mdev.values()))
 
 
 # -- the request ---------------------------------------------------------------------------------------------
@@ -196,10 +230,6 @@ def parse_options(params: Mapping[str, Any]) -> AttachmentRequest:
     state = params['state']
     aliases = parse_aliases(params.get('aliases'))
     request = parse_request(params['request'], aliases) if params.get('request') is not None else None
-    for item in request or ():
-        if aliases[item.alias].is_mdev and state == 'present' and item.count:
-            raise Refused(f'request: alias {item.alias!r} asks for mediated devices (mdev_type {aliases[item.alias].entries[0].mdev_type!r}), '
-                          'which pci_attachment does not attach yet; hypervisor_pci_stats counts them')
     addresses = None
     if params.get('addresses') is not None:
         addresses = []
@@ -226,14 +256,22 @@ def parse_options(params: Mapping[str, Any]) -> AttachmentRequest:
 
 @dataclass
 class PlannedAttach:
-    address: PciAddress
+    address: PciAddress | None
     alias: str | None
     host_use: tuple[str, ...] = ()     # force took a device the host uses
     # A NIC VF as a network interface: the record to be (mac None: auto, chosen from the attachment id)
     interface: dict[str, Any] | None = None
+    # A mediated device: {uuid (None: to be created, with the attachment id as its UUID), parent, type, created}
+    mdev: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        if self.mdev is not None:
+            return f'mdev {self.mdev["uuid"]}' if self.mdev['uuid'] else f'a new mdev of {self.mdev["type"]} on {self.mdev["parent"]}'
+        return str(self.address)
 
     def record(self) -> dict[str, Any]:
-        return result_record(None, self.address, self.alias, self.interface)
+        return result_record(None, self.address, self.alias, self.interface, self.mdev)
 
 
 @dataclass
@@ -253,18 +291,19 @@ class Plan:
     detach: list[Attachment] = field(default_factory=list)
     drop_records: list[str] = field(default_factory=list)     # stale records' ids
     restore: list[VfRestore] = field(default_factory=list)    # stale records' VF settings to put back
+    remove_mdevs: list[str] = field(default_factory=list)     # stale records' mdevs this collection created, unused
     warnings: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> bool:
-        return bool(self.attach or self.detach or self.drop_records or self.restore)
+        return bool(self.attach or self.detach or self.drop_records or self.restore or self.remove_mdevs)
 
 
 def reconciliation(domain: DomainState) -> Plan:
     """What every run does first, a query included: drop the stale records, report the orphans."""
     plan = Plan(drop_records=[str(record['id']) for record in domain.stale_records])
     for orphan in domain.orphans:
-        plan.warnings.append(f'{orphan.address} (attachment {orphan.attachment_id}) carries this collection\'s alias but no '
+        plan.warnings.append(f'{orphan.label} (attachment {orphan.attachment_id}) carries this collection\'s alias but no '
                              'record: it counts for no alias; remove it with attachment_ids or addresses')
     return plan
 
@@ -275,6 +314,7 @@ def plan_attachment(snapshot: HostSnapshot, domain: DomainState, request: Attach
     plan = reconciliation(domain)
     if any((record.get('interface') or {}).get('was') for record in domain.stale_records):
         _plan_restores(plan, domain, snapshot.states(for_domain=domain.uuid))
+    _plan_mdev_removals(snapshot, domain, plan)
     if request.state == 'absent':
         _plan_removal(domain, request, plan)
         return plan
@@ -285,6 +325,10 @@ def plan_attachment(snapshot: HostSnapshot, domain: DomainState, request: Attach
             plan.detach.extend(have[::-1][:len(have) - item.count])       # the most recent first
     additions = [AliasRequest(item.alias, item.count - len(domain.of_alias(item.alias)))
                  for item in request.request or () if item.count > len(domain.of_alias(item.alias))]
+    slices = [item for item in additions if request.aliases[item.alias].is_mdev]
+    if slices:
+        _plan_mdevs(snapshot, domain, request, slices, plan)
+        additions = [item for item in additions if not request.aliases[item.alias].is_mdev]
     if not additions and request.addresses is None:
         return plan        # nothing to choose: the host's devices are not needed
 
@@ -331,6 +375,60 @@ def plan_attachment(snapshot: HostSnapshot, domain: DomainState, request: Attach
     return plan
 
 
+def _plan_mdevs(snapshot: HostSnapshot, domain: DomainState, request: AttachmentRequest, wanted: list[AliasRequest], plan: Plan) -> None:
+    """Mediated devices for mdev aliases: free existing mdevs of a matching pool first, then new ones where the parent can
+    still create them; pools in parent-name and type order, so the same inputs choose the same."""
+    whitelist = snapshot.whitelist
+    pools = mdev_pools(snapshot.mdev_parents, snapshot.mdevs, snapshot.domains, whitelist, snapshot.devices) \
+        if any(entry.is_mdev for entry in whitelist.entries) else []
+    types = {(parent.name, t.type_id): t for parent in snapshot.mdev_parents for t in parent.types}
+    left = {(pool['parent_addr'], pool['mdev_type']): (list(pool['free_mdevs']), pool['count'] - len(pool['free_mdevs']))
+            for pool in pools}
+    problems = []
+    for item in wanted:
+        alias = request.aliases[item.alias]
+        matching = []
+        for pool in sorted(pools, key=lambda p: (p['parent_addr'], p['mdev_type'])):
+            device = snapshot.devices.get(PciAddress.parse(pool['parent_addr'])) if pool['vendor_id'] is not None else None
+            mdev_type = types.get((pool['parent_addr'], pool['mdev_type']))
+            if mdev_type is not None and alias.matches_mdev(mdev_type, device, pool['tags']):
+                matching.append(pool)
+        free = sum(len(left[(p['parent_addr'], p['mdev_type'])][0]) + left[(p['parent_addr'], p['mdev_type'])][1] for p in matching)
+        if free < item.count:
+            held = len(domain.of_alias(item.alias))
+            holds = f', the domain holds {held}' if held else ''
+            if not matching:
+                why = ': no whitelisted mdev type of this host matches it (device_spec mdev_types)'
+            else:
+                why = ': ' + ', '.join(f'{p["mdev_type"]} on {p["parent_addr"]}: {p["count"]} free'
+                                       + (f' ({p["allocated"]} held by domains)' if p['allocated'] else '') for p in matching)
+            problems.append(f'{item.alias}: {item.count + held} requested{holds}, {free} {"more " if held else ""}free{why}')
+            continue
+        chosen = []
+        for pool in matching:
+            key = (pool['parent_addr'], pool['mdev_type'])
+            existing, room = left[key]
+            while existing and len(chosen) < item.count:
+                chosen.append({'uuid': existing.pop(0), 'parent': key[0], 'type': key[1], 'created': False})
+            while room > 0 and len(chosen) < item.count:
+                chosen.append({'uuid': None, 'parent': key[0], 'type': key[1], 'created': True})
+                room -= 1
+            left[key] = (existing, room)
+        plan.attach.extend(PlannedAttach(None, item.alias, mdev=mdev) for mdev in chosen)
+    if problems:
+        raise Refused('request: not enough free devices on this host: ' + '; '.join(problems))
+
+
+def _plan_mdev_removals(snapshot: HostSnapshot, domain: DomainState, plan: Plan) -> None:
+    """A stale record's mdev that this collection created goes, unless a domain holds it by now."""
+    created = [record['mdev']['uuid'] for record in domain.stale_records if (record.get('mdev') or {}).get('created')]
+    if not created or snapshot.domains is None:
+        return
+    held = {item.uuid for info in snapshot.domains for item in info.mdevs_live + info.mdevs_config}
+    existing = {item.uuid for item in snapshot.mdevs}
+    plan.remove_mdevs.extend(uuid_text for uuid_text in created if uuid_text in existing and uuid_text not in held)
+
+
 def _plan_restores(plan: Plan, domain: DomainState, states: Mapping[PciAddress, Any]) -> None:
     """A stale record's VF settings go back, unless its VF is in a domain by now (then they are that domain's)."""
     for record in domain.stale_records:
@@ -356,7 +454,7 @@ def _interface_options(request: AttachmentRequest, alias: str | None) -> Interfa
 
 def _plan_interfaces(snapshot: HostSnapshot, domain: DomainState, request: AttachmentRequest, plan: Plan) -> None:
     """Give each planned NIC VF its interface record (MAC, VLAN, the PF settings and what they were), or refuse."""
-    options = [(planned, _interface_options(request, planned.alias)) for planned in plan.attach]
+    options = [(planned, _interface_options(request, planned.alias)) for planned in plan.attach if planned.mdev is None]
     if not any(opts is not None for _planned, opts in options):
         return
     macs = _listed_macs(domain, request)
@@ -438,6 +536,8 @@ class Outcome:
     detached: list[Attachment] = field(default_factory=list)
     vf_set: list[Attachment] = field(default_factory=list)        # their VF settings set on the PF by this run
     vf_restored: list[Attachment] = field(default_factory=list)   # detached, their VF settings put back
+    mdevs_created: list[Attachment] = field(default_factory=list)  # their mdev created by this run
+    mdevs_removed: list[Attachment] = field(default_factory=list)  # detached, their mdev (this collection's) removed
     confirmed: dict[str, str] = field(default_factory=dict)    # attachment id -> how its removal was confirmed
     # Gone from the running domain, but its persistent detach failed: the rollback plugs it back in.
     half_detached: list[Attachment] = field(default_factory=list)
@@ -447,7 +547,7 @@ class Attacher:
     """Applies a plan to one domain (a ``DomainHandle``) with write-ahead records and rollback."""
 
     def __init__(self, dom: Any, domain: DomainState, live: bool, config: bool, timeout: float,
-                 new_id: Callable[[], str] = lambda: str(uuid.uuid4()), net: Any = None) -> None:
+                 new_id: Callable[[], str] = lambda: str(uuid.uuid4()), net: Any = None, mdev: Any = None) -> None:
         self.dom = dom
         self.domain = domain
         self.live = live
@@ -455,11 +555,14 @@ class Attacher:
         self.timeout = timeout
         self.new_id = new_id
         self.net = net if net is not None else IpLink()    # sets a VF's trust, spoof checking, link state on its PF
+        self.mdev = mdev if mdev is not None else MdevSysfs()  # creates and removes mediated devices
         self.outcome = Outcome()
         self._metadata_touched = False
 
     def _new(self, planned: PlannedAttach, taken: set[str]) -> Attachment:
         item = Attachment(self.new_id(), planned.address, planned.alias, self.live, self.config)
+        if planned.mdev is not None:       # a new mdev takes the attachment id as its UUID: one id for both
+            item.mdev = dict(planned.mdev, uuid=planned.mdev['uuid'] or item.attachment_id)
         if planned.interface is not None:
             interface = dict(planned.interface)
             attempt = 0
@@ -478,6 +581,8 @@ class Attacher:
         try:
             for restore in plan.restore:
                 self.net.set_vf(restore.pf, restore.vf, restore.settings)
+            for stale in plan.remove_mdevs:
+                self.mdev.remove(stale)
             if planned:
                 # Write-ahead: the intent is recorded before any device lands (or any VF setting changes).
                 self._write(kept + [item.metadata() for item in planned])
@@ -492,9 +597,12 @@ class Attacher:
                                 self.outcome.vf_set.append(item)
                             raise
                         self.outcome.vf_set.append(item)
+                    if item.mdev is not None and item.mdev['created']:
+                        self.mdev.create(item.mdev['parent'], item.mdev['type'], item.mdev['uuid'])
+                        self.outcome.mdevs_created.append(item)
                     self.dom.attach(item.xml(), self.live, self.config)
                 except PassthroughError as exc:
-                    raise ChangeFailed(f'{item.address} (alias {item.alias or "-"}): attach failed: {exc}') from None
+                    raise ChangeFailed(f'{item.label} (alias {item.alias or "-"}): attach failed: {exc}') from None
                 self.outcome.attached.append(item)
             if plan.detach:
                 self._detach_all(plan.detach)
@@ -526,8 +634,15 @@ class Attacher:
         for item in items:
             problem = self._remove(item, in_config)
             if problem:
-                raise ChangeFailed(f'{item.address} (attachment {item.attachment_id}): {problem}')
+                raise ChangeFailed(f'{item.label} (attachment {item.attachment_id}): {problem}')
             self.outcome.detached.append(item)
+            if (item.mdev or {}).get('created') and self._gone_everywhere(item):
+                try:
+                    self.mdev.remove(item.mdev['uuid'])
+                except PassthroughError as exc:
+                    raise ChangeFailed(f'{item.label} (attachment {item.attachment_id}): detached, but the mdev this collection '
+                                       f'created for it was not removed: {exc}') from None
+                self.outcome.mdevs_removed.append(item)
             was = (item.interface or {}).get('was')
             if was and item.interface.get('pf') is not None and item.interface.get('vf') is not None:
                 try:
@@ -536,6 +651,11 @@ class Attacher:
                     raise ChangeFailed(f'{item.address} (attachment {item.attachment_id}): detached, but its VF settings '
                                        f'were not put back: {exc}') from None
                 self.outcome.vf_restored.append(item)
+
+    def _gone_everywhere(self, item: Attachment) -> bool:
+        """Whether this run took the attachment out of every definition that had it (a live-only detach of a device
+        the persistent definition keeps leaves its mdev for the next start)."""
+        return not (item.live and not self.live) and not (item.config and not self.config)
 
     def _remove(self, item: Attachment, in_config: set[str]) -> str | None:
         """Detach one device: live first (confirmed), then the persistent configuration. None when done."""
@@ -573,10 +693,12 @@ class Attacher:
             try:
                 if item in self.outcome.vf_restored:
                     self.net.set_vf(item.interface['pf'], item.interface['vf'], _vf_settings(item))
+                if item in self.outcome.mdevs_removed:
+                    self.mdev.create(item.mdev['parent'], item.mdev['type'], item.mdev['uuid'])
                 self.dom.attach(item.xml(), live, config)
-                undone.append(f're-attached {item.address}')
+                undone.append(f're-attached {item.label}')
             except PassthroughError as exc:
-                left.append(f'{item.address} stays detached ({exc})')
+                left.append(f'{item.label} stays detached ({exc})')
         stuck = set()
         for item in reversed(self.outcome.attached):
             try:
@@ -585,9 +707,17 @@ class Attacher:
                 problem = str(exc)
             if problem:
                 stuck.add(item.attachment_id)
-                left.append(f'{item.address} stays attached ({problem})')
+                left.append(f'{item.label} stays attached ({problem})')
             else:
-                undone.append(f'detached {item.address}')
+                undone.append(f'detached {item.label}')
+        for item in reversed(self.outcome.mdevs_created):
+            if item.attachment_id in stuck:
+                continue
+            try:
+                self.mdev.remove(item.mdev['uuid'])
+                undone.append(f'removed {item.label}')
+            except PassthroughError as exc:
+                left.append(f'{item.label} stays created ({exc})')
         for item in reversed(self.outcome.vf_set):
             if item.attachment_id in stuck:
                 continue        # still in the guest: its settings stay with it
@@ -622,7 +752,10 @@ def _vf_settings(item: Attachment) -> dict[str, Any]:
 
 
 def device_line(item: Mapping[str, Any]) -> str:
-    """A domain's device in one line for diff mode: address, kind, alias, attachment, and an interface's MAC and VLAN."""
+    """A domain's device in one line for diff mode: address (or mdev UUID), kind, alias, attachment, and an interface's MAC
+    and VLAN."""
+    if 'mdev_uuid' in item:
+        return f"mdev {item['mdev_uuid'] or '(new)'} alias={item.get('alias') or '-'} attachment={item.get('attachment_id') or '-'}"
     line = f"{item['address']} {'interface' if item.get('interface') else 'hostdev'} alias={item.get('alias') or '-'} " \
            f"attachment={item.get('attachment_id') or '-'}"
     if item.get('interface'):
@@ -677,11 +810,12 @@ class AttachmentRun:
     """
 
     def __init__(self, params: dict[str, Any], request: AttachmentRequest, check_mode: bool,
-                 open_domain: Callable[[Libvirt, str], Any] = DomainHandle) -> None:
+                 open_domain: Callable[[Libvirt, str], Any] = DomainHandle, mdev_sysfs: Callable[[str], Any] = MdevSysfs) -> None:
         self.params = params
         self.request = request
         self.check_mode = check_mode
         self.open_domain = open_domain
+        self.mdev_sysfs = mdev_sysfs       # tests pass a kernel double: no mdev driver runs on the test machines
 
     def run(self) -> dict[str, Any]:
         params = self.params
@@ -702,12 +836,13 @@ class AttachmentRun:
                 plan = plan_attachment(snapshot, domain, self.request)
                 if self.check_mode or not plan.changes:
                     return self._with_diff(self._result(snapshot, domain, plan, None, changed=plan.changes), domain, plan)
-                outcome = Attacher(dom, domain, live, config, float(params.get('timeout') or 30)).apply(plan)
+                outcome = Attacher(dom, domain, live, config, float(params.get('timeout') or 30),
+                                   mdev=self.mdev_sysfs(params['sysfs_root'])).apply(plan)
                 try:
                     return self._with_diff(self._result(snapshot, read_domain_state(dom), plan, outcome, changed=True), domain, plan)
                 except PassthroughError as exc:
-                    done = [f'attached {item.address}' for item in outcome.attached] + \
-                        [f'detached {item.address}' for item in outcome.detached]
+                    done = [f'attached {item.label}' for item in outcome.attached] + \
+                        [f'detached {item.label}' for item in outcome.detached]
                     raise ChangeFailed(f'the run did what it planned ({", ".join(done) or "dropped stale records"}), '
                                        f'but reading the domain back failed: {exc}; the next run reports it as it is') from None
         finally:
@@ -720,9 +855,10 @@ class AttachmentRun:
     def _with_diff(self, result: dict[str, Any], before: DomainState, plan: Plan) -> dict[str, Any]:
         """With diff mode: the domain's PCI devices before and after, one line each (after: predicted in check mode)."""
         if self.params.get('_diff'):
-            removed = {str(item.address) for item in plan.detach}
+            removed = {item.attachment_id for item in plan.detach}
             after = [device_line(item) for item in result['pci_devices']] if not self.check_mode else \
-                [device_line(item) for item in self._before_devices(before) if item['address'] not in removed] + \
+                [device_line(item) for item in self._before_devices(before) if item['attachment_id'] not in removed or
+                 item['attachment_id'] is None] + \
                 [device_line(dict(item, attachment_id='(new)')) for item in result['attached']]
             result['diff'] = {'before': {'pci_devices': sorted(device_line(item) for item in self._before_devices(before))},
                               'after': {'pci_devices': sorted(after)}}
@@ -732,7 +868,9 @@ class AttachmentRun:
     def _before_devices(domain: DomainState) -> list[dict[str, Any]]:
         aliases = {item.attachment_id: item.alias for item in domain.attachments}
         return [{'address': str(h.address), 'attachment_id': h.attachment_id, 'alias': aliases.get(h.attachment_id),
-                 'interface': h.kind == 'interface', 'mac_address': h.mac, 'vlan': h.vlan} for h in domain.hostdevs]
+                 'interface': h.kind == 'interface', 'mac_address': h.mac, 'vlan': h.vlan} for h in domain.hostdevs] + \
+            [{'address': None, 'attachment_id': m.attachment_id, 'alias': aliases.get(m.attachment_id), 'mdev_uuid': m.uuid}
+             for m in domain.mdevs]
 
     @staticmethod
     def _result(snapshot: HostSnapshot, domain: DomainState, plan: Plan, outcome: Outcome | None,
@@ -752,6 +890,14 @@ class AttachmentRun:
             devices.append(server_device(domain.uuid, h.address, h.attachment_id, h.inner_address, device,
                                          alias=aliases.get(h.attachment_id) if h.attachment_id else None,
                                          hostdev=h, vf_config=vf_config(device)))
+        recorded = {item.attachment_id: item.mdev for item in domain.attachments if item.mdev is not None}
+        known = {mdev.uuid: mdev for mdev in snapshot.mdevs} if domain.mdevs else {}
+        for m in domain.mdevs:
+            found = known.get(m.uuid)
+            mdev = recorded.get(m.attachment_id) or {'uuid': m.uuid}
+            devices.append(server_mdev(domain.uuid, m, aliases.get(m.attachment_id) if m.attachment_id else None,
+                                       mdev.get('type') or (found.type_id if found else None),
+                                       mdev.get('parent') or (found.parent if found else None)))
         if outcome is None:       # check mode, or nothing to do
             attached = [item.record() for item in plan.attach]
             detached = [item.record() for item in plan.detach]
@@ -760,5 +906,6 @@ class AttachmentRun:
             detached = [dict(item.record(), confirmed_by=outcome.confirmed.get(item.attachment_id)) for item in outcome.detached]
         return {'changed': changed, 'domain': {'name': domain.name, 'uuid': domain.uuid}, 'pci_devices': devices,
                 'attached': attached, 'detached': detached,
-                'orphans': [{'attachment_id': item.attachment_id, 'address': str(item.address)} for item in domain.orphans],
+                'orphans': [{'attachment_id': item.attachment_id, 'address': str(item.address) if item.address else None,
+                             **({'mdev_uuid': item.mdev['uuid']} if item.mdev else {})} for item in domain.orphans],
                 'stale_records': list(plan.drop_records), 'warnings': list(plan.warnings)}

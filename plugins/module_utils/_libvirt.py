@@ -12,6 +12,7 @@ a ``<hostdev type='pci'>`` or an ``<interface type='hostdev'>`` of any domain is
 
 from __future__ import annotations
 
+import re
 import threading
 import traceback
 import xml.etree.ElementTree as ET
@@ -21,6 +22,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
     ALIAS_PREFIX,
     LINK_STATES,
+    MDEV_TYPE_RE,
     VLAN_MAX,
     VLAN_MIN,
     DomainInfo,
@@ -265,9 +267,14 @@ def metadata_xml(records: list[dict[str, Any]]) -> str:
     ``_INTERFACE_ATTRS`` with ``was`` (the PF's settings of the VF before this attachment changed them)."""
     root = ET.Element('attachments')
     for record in records:
-        element = ET.SubElement(root, 'attachment', id=str(record['id']), address=str(record['address']))
+        element = ET.SubElement(root, 'attachment', id=str(record['id']))
+        if record.get('address'):
+            element.set('address', str(record['address']))
         if record.get('alias'):
             element.set('alias', str(record['alias']))
+        mdev = record.get('mdev')
+        if mdev:
+            ET.SubElement(element, 'mdev', {key: _text(mdev[key]) for key in _MDEV_ATTRS if mdev.get(key) is not None})
         interface = record.get('interface')
         if interface:
             child = ET.SubElement(element, 'interface', {key.replace('_', '-'): _text(interface[key])
@@ -276,6 +283,25 @@ def metadata_xml(records: list[dict[str, Any]]) -> str:
             if was:
                 ET.SubElement(child, 'was', {key.replace('_', '-'): _text(value) for key, value in was.items() if value is not None})
     return ET.tostring(root, encoding='unicode')
+
+
+# An mdev attachment's record: the mdev, its parent and type, and whether this collection created it (and removes it).
+_MDEV_ATTRS = ('uuid', 'parent', 'type', 'created')
+_MDEV_PARENT = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$')
+
+
+def _parse_mdev(element: ET.Element | None) -> dict[str, Any] | None:
+    """An mdev record read back strictly: None when any part is not what this collection writes."""
+    if element is None:
+        return None
+    try:
+        uuid = parse_uuid('mdev', element.get('uuid'))
+    except SpecError:
+        return None
+    parent, type_id, created = element.get('parent'), element.get('type'), element.get('created')
+    if not parent or not _MDEV_PARENT.match(parent) or not type_id or not MDEV_TYPE_RE.match(type_id) or created not in ('true', 'false'):
+        return None
+    return {'uuid': uuid, 'parent': parent, 'type': type_id, 'created': created == 'true'}
 
 
 def _setting(key: str, text: str | None) -> Any:
@@ -317,8 +343,15 @@ def parse_metadata(xml: str | None) -> list[dict[str, Any]]:
         root = ET.fromstring(xml)
     except ET.ParseError:
         return []
-    return [{'id': e.get('id'), 'alias': e.get('alias'), 'address': e.get('address'), 'interface': _parse_interface(e.find('interface'))}
-            for e in root.iterfind('attachment') if e.get('id')]
+    records = []
+    for e in root.iterfind('attachment'):
+        if not e.get('id'):
+            continue
+        record = {'id': e.get('id'), 'alias': e.get('alias'), 'address': e.get('address'), 'interface': _parse_interface(e.find('interface'))}
+        if e.find('mdev') is not None:
+            record['mdev'] = _parse_mdev(e.find('mdev'))
+        records.append(record)
+    return records
 
 
 def numa_nodes(xml: str) -> set[int] | None:

@@ -18,6 +18,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._model import 
     DomainInfo,
     Hostdev,
     Mdev,
+    MdevHostdev,
     MdevParent,
     NicInfo,
     PciAddress,
@@ -145,6 +146,12 @@ def server_device(domain_uuid: str, address: PciAddress, attachment_id: str | No
         record.update(facts)
         record['interface'] = hostdev is not None and hostdev.kind == 'interface'
     return record
+
+
+def server_mdev(domain_uuid: str, mdev: MdevHostdev, alias: str | None, type_id: str | None, parent: str | None) -> dict[str, Any]:
+    """A mediated device of a server, in the seed's shape (no PCI address of its own) with its UUID, type and parent."""
+    return {'attachment_id': mdev.attachment_id, 'serverId': domain_uuid, 'dev_id': None, 'address': None, 'inner_address': None,
+            'vendor_id': None, 'product_id': None, 'alias': alias, 'mdev_uuid': mdev.uuid, 'mdev_type': type_id, 'mdev_parent': parent}
 
 
 def mdev_records(parents: list[MdevParent], mdevs: list[Mdev], domains: list[DomainInfo] | None) -> tuple[list, list]:

@@ -36,6 +36,10 @@ description:
   - Never gives a guest a device the host uses (a NIC with an address or the default route, a disk holding a
     mounted filesystem, the boot VGA) - by alias or by address - unless O(force=true). Every module of the
     collection judges this the same way.
+  - Mediated devices (mdevs, vGPU slices) are asked for by an alias with C(mdev_type) - a free mdev of a whitelisted
+    type is used, or one is created on a parent that can still create one (its UUID is the attachment id), and given
+    as C(<hostdev mode='subsystem' type='mdev' model='vfio-pci'>); the mdevs this collection created are removed
+    again when they are detached. The collection's C(docs/mdev.md) describes it.
   - NIC VFs can be given as network interfaces - an alias's C(interface) key or O(interface) makes each device an
     C(<interface type='hostdev' managed='yes'>) with a MAC address, a VLAN, and the VF's trust, spoof checking and
     link state set on its PF. The collection's C(docs/attachment.md) ("NIC VFs") describes it.
@@ -262,6 +266,19 @@ pci_devices:
       description: The PF's spoof checking of the VF; V(null) when unknown.
       type: bool
       returned: for VFs of network controllers (class C(02xx))
+    mdev_uuid:
+      description: A mediated device's UUID. A mediated device has no C(address), C(dev_id), C(inner_address), C(vendor_id) or C(product_id) (all V(null)).
+      type: str
+      returned: for mediated devices
+    mdev_type:
+      description: A mediated device's type id.
+      type: str
+      returned: for mediated devices
+      sample: mtty-2
+    mdev_parent:
+      description: A mediated device's parent (a PCI address, or a virtual parent such as C(mtty)).
+      type: str
+      returned: for mediated devices
 attached:
   description: The devices this run attached (in check mode, would attach).
   returned: success
@@ -305,6 +322,19 @@ attached:
       description: The link state this run set on its PF; V(null) when left as it was.
       type: str
       returned: for network interfaces
+    mdev_uuid:
+      description: A mediated device's UUID (V(null) in check mode for one that would be created).
+      type: str
+      returned: for mediated devices
+    mdev_type:
+      description: A mediated device's type id.
+      type: str
+      returned: for mediated devices
+      sample: mtty-2
+    mdev_parent:
+      description: A mediated device's parent (a PCI address, or a virtual parent such as C(mtty)).
+      type: str
+      returned: for mediated devices
 detached:
   description: The devices this run detached (in check mode, would detach).
   returned: success
@@ -354,6 +384,19 @@ detached:
       description: The link state it was given (put back after the detach).
       type: str
       returned: for network interfaces
+    mdev_uuid:
+      description: A mediated device's UUID; the mdev is removed when this collection created it.
+      type: str
+      returned: for mediated devices
+    mdev_type:
+      description: A mediated device's type id.
+      type: str
+      returned: for mediated devices
+      sample: mtty-2
+    mdev_parent:
+      description: A mediated device's parent (a PCI address, or a virtual parent such as C(mtty)).
+      type: str
+      returned: for mediated devices
 orphans:
   description:
     - Devices in the domain with this collection's C(ua-pci-) alias but no record in its metadata (left by an older
@@ -367,8 +410,12 @@ orphans:
       description: The id in its alias.
       type: str
     address:
-      description: The host PCI address.
+      description: The host PCI address; V(null) for a mediated device.
       type: str
+    mdev_uuid:
+      description: A mediated device's UUID.
+      type: str
+      returned: for mediated devices
   sample: []
 stale_records:
   description:
@@ -399,6 +446,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec impor
 from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import AttachmentRun, parse_options
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import DomainHandle
+from ansible_collections.passthrough.libvirt.plugins.module_utils._mdev import MdevSysfs
 
 
 def argument_spec() -> dict:
@@ -424,9 +472,9 @@ def argument_spec() -> dict:
     )
 
 
-def run(params: dict, check_mode: bool, open_domain=DomainHandle) -> dict:
+def run(params: dict, check_mode: bool, open_domain=DomainHandle, mdev_sysfs=MdevSysfs) -> dict:
     """The module's work, free of AnsibleModule; raises the collection's errors."""
-    return AttachmentRun(params, parse_options(params), check_mode, open_domain).run()
+    return AttachmentRun(params, parse_options(params), check_mode, open_domain, mdev_sysfs).run()
 
 
 def main() -> None:

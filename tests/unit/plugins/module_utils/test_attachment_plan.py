@@ -364,13 +364,3 @@ def test_a_stale_record_puts_its_vf_back_unless_another_domain_holds_it_now(devi
     assert [(r.pf, r.vf, r.settings) for r in plan.restore] == [('ens1f0', 2, {'trust': False})] and plan.changes
     elsewhere = DomainInfo(VM_B, 'vm-b', False, True, [], [Hostdev(A(VFS[2]), None, None, True, 'interface')])
     assert plan_attachment(nic_snapshot(devices, elsewhere), stale, nic_want('nic:0')).restore == []
-
-
-def test_an_mdev_alias_is_refused_by_name_until_mdevs_can_be_attached():
-    from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import parse_options
-    params = {'state': 'present', 'aliases': [{'name': 'serial', 'mdev_type': 'mtty-2'}], 'request': 'serial:1'}
-    with pytest.raises(Refused) as info_:
-        parse_options(params)
-    assert str(info_.value) == ("request: alias 'serial' asks for mediated devices (mdev_type 'mtty-2'), which pci_attachment does "
-                                'not attach yet; hypervisor_pci_stats counts them')
-    assert parse_options(dict(params, request='serial:0')).request[0].count == 0     # asking for none is no attach

@@ -1,0 +1,146 @@
+# Copyright: Contributors to the passthrough.libvirt project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Mediated devices attached by alias against the real libvirtd, in config mode on defined `pcitest-` domains.
+
+libvirt really writes, keeps and removes the `<hostdev type='mdev'>` and the metadata. The mdevs
+themselves live in a fixture sysfs tree: no mdev driver can be loaded on the test machines, so
+the kernel's part (a UUID written to `create` makes the mdev, `remove` ends it) is played by a
+test double, `tests/mdev_tree.KernelDouble`. The nested lab is where a real mdev driver runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.passthrough.libvirt.tests import mdev_tree, sysfs_tree
+from ansible_collections.passthrough.libvirt.tests.conftest import run_module_process
+
+libvirt = pytest.importorskip('libvirt')
+
+FREE = '0c0f6f0e-93a4-4d8e-9a53-2a4f1f0e8b11'          # made by someone else (mdevctl, an operator): used, never removed
+SPEC = [{'mdev_parent': 'mtty', 'mdev_types': ['mtty-2']}]
+SERIAL = {'name': 'serial', 'mdev_type': 'Dual port serial'}
+
+
+@pytest.fixture
+def host(tmp_path):
+    root = tmp_path / 'sys'
+    sysfs_tree.dual_socket_server(root)
+    mtty = mdev_tree.virtual_parent(root)
+    mdev_tree.mdev_parent(root, mtty, {'mtty-1': {'name': 'Single port serial', 'device_api': 'vfio-pci', 'available_instances': 8},
+                                       'mtty-2': {'name': 'Dual port serial', 'device_api': 'vfio-pci', 'available_instances': 2}})
+    mdev_tree.mdev(root, mtty, 'mtty-2', FREE)
+    return {'sysfs_root': str(root), 'config_path': str(tmp_path / 'etc' / 'state.json'), 'device_spec': SPEC}
+
+
+def attach(host, domain, mdev_sysfs=None, **args):
+    from ansible_collections.passthrough.libvirt.plugins.modules.pci_attachment import run
+    params = dict(host, domain=domain, state='present', request=None, aliases=[SERIAL], addresses=None, attachment_ids=None,
+                  live=None, persistent=None, timeout=5.0, uri='qemu:///system', interface=None, force=False)
+    params.update(args)
+    kernel = mdev_sysfs or mdev_tree.KernelDouble
+    return run(params, False, mdev_sysfs=kernel)
+
+
+def config_mdevs(dom) -> list[str]:
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import parse_mdevs
+    return [m.uuid for m in parse_mdevs(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))]
+
+
+def existing(host) -> list[str]:
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._mdev import MdevSysfs
+    return sorted(m.uuid for m in MdevSysfs(host['sysfs_root']).mdevs())
+
+
+def pool(host, tmp_path) -> dict:
+    stats = run_module_process('hypervisor_pci_stats', host, tmp_path).result['hypervisor']['pci_stats']
+    (found,) = [p for p in stats if p['dev_type'] == 'type-MDEV']
+    return {key: found[key] for key in ('count', 'total', 'allocated', 'free_mdevs')}
+
+
+def test_mdevs_by_alias_free_ones_first_then_created_and_removed_again(tmp_path, host, define_domain):
+    dom = define_domain()
+    assert pool(host, tmp_path) == {'count': 3, 'total': 3, 'allocated': 0, 'free_mdevs': [FREE]}
+    kernels = []
+
+    def kernel(root):
+        kernels.append(mdev_tree.KernelDouble(root))
+        return kernels[-1]
+
+    first = attach(host, dom.name(), kernel, request='serial:2')
+    attached = first['attached']
+    created = attached[1]['attachment_id']
+    assert [(a['mdev_uuid'], a['mdev_type'], a['mdev_parent'], a['alias']) for a in attached] == [
+        (FREE, 'mtty-2', 'mtty', 'serial'), (created, 'mtty-2', 'mtty', 'serial')]      # a new mdev takes the attachment id
+    assert kernels[-1].writes == [('class/mdev_bus/mtty/mdev_supported_types/mtty-2/create', created)]
+    assert config_mdevs(dom) == [FREE, created] and existing(host) == sorted([FREE, created])
+    assert [(d['mdev_uuid'], d['mdev_type'], d['address'], d['alias']) for d in first['pci_devices']] == [
+        (FREE, 'mtty-2', None, 'serial'), (created, 'mtty-2', None, 'serial')]
+    assert pool(host, tmp_path) == {'count': 1, 'total': 3, 'allocated': 2, 'free_mdevs': []}
+    info = run_module_process('pci_device_info', dict(host, device_spec=None), tmp_path).result
+    assert {m['uuid']: (m['status'], m['instance_name']) for m in info['mdevs']} == {
+        FREE: ('allocated', dom.name()), created: ('allocated', dom.name())}
+
+    again = attach(host, dom.name(), kernel, request='serial:2')
+    assert again['changed'] is False and again['pci_devices'] == first['pci_devices']      # the metadata round-trips
+
+    gone = attach(host, dom.name(), kernel, request='serial:0')
+    assert [d['mdev_uuid'] for d in gone['detached']] == [created, FREE]
+    assert kernels[-1].writes == [(f'bus/mdev/devices/{created}/remove', '1')]             # only the one it created
+    assert config_mdevs(dom) == [] and existing(host) == [FREE]
+    assert pool(host, tmp_path) == {'count': 3, 'total': 3, 'allocated': 0, 'free_mdevs': [FREE]}
+
+
+@pytest.mark.parametrize('aliases, request_text, message', [
+    ([{'name': 'other', 'mdev_type': 'nvidia-*'}], 'other:1',
+     'request: not enough free devices on this host: other: 1 requested, 0 free: no whitelisted mdev type of this host matches '
+     'it (device_spec mdev_types)'),
+    ([{'name': 'single', 'mdev_type': 'mtty-1'}], 'single:1',      # a type the whitelist does not admit on its parent
+     'request: not enough free devices on this host: single: 1 requested, 0 free: no whitelisted mdev type of this host matches '
+     'it (device_spec mdev_types)'),
+    ([SERIAL], 'serial:4', 'request: not enough free devices on this host: serial: 4 requested, 3 free: mtty-2 on mtty: 3 free'),
+    ([dict(SERIAL, device_type='type-PCI')], 'serial:1',
+     'aliases[0]: device_type and mdev_type are both given; an alias asks for whole devices or for mediated devices of a type, '
+     'not both'),
+])
+def test_bad_mdev_requests_are_refused_before_any_change(host, define_domain, aliases, request_text, message):
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
+    dom = define_domain()
+    with pytest.raises(PassthroughError) as info:
+        attach(host, dom.name(), aliases=aliases, request=request_text)
+    assert str(info.value) == message
+    assert config_mdevs(dom) == [] and existing(host) == [FREE]
+
+
+def test_a_failed_second_attach_removes_the_mdev_it_created(host, define_domain):
+    """Test doubles: the real DomainHandle failing its second attach, and the kernel double."""
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed
+    from ansible_collections.passthrough.libvirt.plugins.modules.pci_attachment import run
+    from ansible_collections.passthrough.libvirt.tests.integration.domains import second_attach_fails
+
+    dom = define_domain()
+    attach(host, dom.name(), request='serial:1')                     # takes FREE
+    params = dict(host, domain=dom.name(), state='present', request='serial:3', aliases=[SERIAL], addresses=None,
+                  attachment_ids=None, live=None, persistent=None, timeout=5.0, uri='qemu:///system', interface=None)
+    with pytest.raises(ChangeFailed) as info:
+        run(params, False, open_domain=second_attach_fails(), mdev_sysfs=mdev_tree.KernelDouble)
+    assert str(info.value).startswith('mdev ') and ': attach failed: internal error: injected failure of the second attach; ' \
+        'rolled back the 1 device(s) this run attached; nothing was left behind' in str(info.value)
+    assert config_mdevs(dom) == [FREE] and existing(host) == [FREE]
+
+
+def test_a_run_killed_after_creating_an_mdev_is_put_right_by_the_next(host, define_domain):
+    """What a run killed between creating its mdev and attaching it leaves: the record, the mdev, no device."""
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import METADATA_KEY, METADATA_URI, metadata_xml
+    dom = define_domain()
+    stale = '66666666-7777-4888-8999-aaaaaaaaaaaa'
+    mdev_tree.KernelDouble(host['sysfs_root']).create('mtty', 'mtty-2', stale)
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata_xml([{
+        'id': stale, 'alias': 'serial', 'address': None, 'interface': None,
+        'mdev': {'uuid': stale, 'parent': 'mtty', 'type': 'mtty-2', 'created': True}}]),
+        METADATA_KEY, METADATA_URI, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    assert existing(host) == sorted([FREE, stale])
+    run = attach(host, dom.name(), request='serial:0')
+    assert run['changed'] is True and run['stale_records'] == [stale]
+    assert existing(host) == [FREE]
