@@ -50,11 +50,19 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._model import 
     Hostdev,
     InterfaceOptions,
     MdevHostdev,
+    MdevType,
     PciAddress,
     PciAddressError,
     auto_mac,
 )
-from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import blocked_only_by_host_use, candidates, fit, mdev_pools
+from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import (
+    DEV_TYPE_VGPU,
+    blocked_only_by_host_use,
+    candidates,
+    fit,
+    mdev_pools,
+    vgpu_pools,
+)
 from ansible_collections.passthrough.libvirt.plugins.module_utils._records import server_device, server_mdev
 
 # How long a device gone from the live XML may wait for its device-removed event.
@@ -78,6 +86,8 @@ class Attachment:
     interface: dict[str, Any] | None = None
     # A mediated device: {uuid, parent, type, created} (the record's; an orphan's has the uuid only)
     mdev: dict[str, Any] | None = None
+    # An NVIDIA SR-IOV vGPU VF: {type (set before the attach), was (the type it had, None for none)}
+    vgpu: dict[str, Any] | None = None
 
     @property
     def libvirt_alias(self) -> str:
@@ -91,21 +101,23 @@ class Attachment:
     def xml(self) -> str:
         if self.mdev is not None:
             return mdev_xml(self.mdev['uuid'], self.attachment_id)
-        return hostdev_xml(self.address, self.attachment_id, self.interface)
+        return hostdev_xml(self.address, self.attachment_id, self.interface, managed=self.vgpu is None)
 
     def record(self) -> dict[str, Any]:
-        return result_record(self.attachment_id, self.address, self.alias, self.interface, self.mdev)
+        return result_record(self.attachment_id, self.address, self.alias, self.interface, self.mdev, self.vgpu)
 
     def metadata(self) -> dict[str, Any]:
         record = {'id': self.attachment_id, 'alias': self.alias, 'address': str(self.address) if self.address else None,
                   'interface': self.interface}
         if self.mdev is not None:
             record['mdev'] = self.mdev
+        if self.vgpu is not None:
+            record['vgpu'] = self.vgpu
         return record
 
 
 def result_record(attachment_id: str | None, address: PciAddress | None, alias: str | None, interface: dict[str, Any] | None,
-                  mdev: dict[str, Any] | None = None) -> dict[str, Any]:
+                  mdev: dict[str, Any] | None = None, vgpu: dict[str, Any] | None = None) -> dict[str, Any]:
     """An entry of ``attached``/``detached``; an interface's adds what it was given (its MAC null in check mode with mac auto),
     a mediated device's its UUID (null in check mode for one to be created), type and parent."""
     record = {'attachment_id': attachment_id, 'address': str(address) if address is not None else None, 'alias': alias}
@@ -114,6 +126,8 @@ def result_record(attachment_id: str | None, address: PciAddress | None, alias: 
                       **{key: interface.get(key) for key in ('vlan', 'trust', 'spoofchk', 'link_state')})
     if mdev is not None:
         record.update(mdev_uuid=mdev.get('uuid'), mdev_type=mdev.get('type'), mdev_parent=mdev.get('parent'))
+    if vgpu is not None:
+        record.update(vgpu_type=vgpu.get('type'))
     return record
 
 
@@ -187,6 +201,7 @@ def read_domain_state(dom: Any) -> DomainState:
             item.alias, item.recorded, item.interface = record['alias'], True, record.get('interface')
             if item.mdev is not None and record.get('mdev') and record['mdev']['uuid'] == item.mdev['uuid']:
                 item.mdev = record['mdev']
+            item.vgpu = record.get('vgpu')
             order.append(item)
     attachments = order + [item for item in found.values() if not item.recorded]
     macs = {}
@@ -263,6 +278,7 @@ class PlannedAttach:
     interface: dict[str, Any] | None = None
     # A mediated device: {uuid (None: to be created, with the attachment id as its UUID), parent, type, created}
     mdev: dict[str, Any] | None = None
+    vgpu: dict[str, Any] | None = None     # an NVIDIA vGPU VF: {type, was}
 
     @property
     def label(self) -> str:
@@ -271,7 +287,7 @@ class PlannedAttach:
         return str(self.address)
 
     def record(self) -> dict[str, Any]:
-        return result_record(None, self.address, self.alias, self.interface, self.mdev)
+        return result_record(None, self.address, self.alias, self.interface, self.mdev, self.vgpu)
 
 
 @dataclass
@@ -292,11 +308,12 @@ class Plan:
     drop_records: list[str] = field(default_factory=list)     # stale records' ids
     restore: list[VfRestore] = field(default_factory=list)    # stale records' VF settings to put back
     remove_mdevs: list[str] = field(default_factory=list)     # stale records' mdevs this collection created, unused
+    reset_vgpus: list[tuple[PciAddress, int]] = field(default_factory=list)   # stale records' vGPU VFs: the type to put back
     warnings: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> bool:
-        return bool(self.attach or self.detach or self.drop_records or self.restore or self.remove_mdevs)
+        return bool(self.attach or self.detach or self.drop_records or self.restore or self.remove_mdevs or self.reset_vgpus)
 
 
 def reconciliation(domain: DomainState) -> Plan:
@@ -379,11 +396,19 @@ def _plan_mdevs(snapshot: HostSnapshot, domain: DomainState, request: Attachment
     """Mediated devices for mdev aliases: free existing mdevs of a matching pool first, then new ones where the parent can
     still create them; pools in parent-name and type order, so the same inputs choose the same."""
     whitelist = snapshot.whitelist
-    pools = mdev_pools(snapshot.mdev_parents, snapshot.mdevs, snapshot.domains, whitelist, snapshot.devices) \
-        if any(entry.is_mdev for entry in whitelist.entries) else []
+    pools, vgpus = [], {}
+    if any(entry.is_mdev for entry in whitelist.entries):
+        pools = mdev_pools(snapshot.mdev_parents, snapshot.mdevs, snapshot.domains, whitelist, snapshot.devices)
+        vgpus = snapshot.vgpus
+        pools += vgpu_pools(vgpus, snapshot.devices, snapshot.allocations, whitelist)
     types = {(parent.name, t.type_id): t for parent in snapshot.mdev_parents for t in parent.types}
-    left = {(pool['parent_addr'], pool['mdev_type']): (list(pool['free_mdevs']), pool['count'] - len(pool['free_mdevs']))
+    types.update({(pool['parent_addr'], pool['mdev_type']): MdevType(pool['mdev_type'], pool['mdev_name'], None, 'vfio-pci', None)
+                  for pool in pools if pool['dev_type'] == DEV_TYPE_VGPU})
+    # what each pool can still give: (existing free mdevs or free vGPU VFs, mdevs it can still create)
+    left = {(pool['parent_addr'], pool['mdev_type']): (list(pool['free_mdevs'] or pool['free_addresses']),
+                                                       pool['count'] - len(pool['free_mdevs'] or pool['free_addresses']))
             for pool in pools}
+    used_vfs: set[str] = set()     # a free vGPU VF counts in the pool of every type it can take: give it once
     problems = []
     for item in wanted:
         alias = request.aliases[item.alias]
@@ -393,7 +418,8 @@ def _plan_mdevs(snapshot: HostSnapshot, domain: DomainState, request: Attachment
             mdev_type = types.get((pool['parent_addr'], pool['mdev_type']))
             if mdev_type is not None and alias.matches_mdev(mdev_type, device, pool['tags']):
                 matching.append(pool)
-        free = sum(len(left[(p['parent_addr'], p['mdev_type'])][0]) + left[(p['parent_addr'], p['mdev_type'])][1] for p in matching)
+        free = sum(len([x for x in left[(p['parent_addr'], p['mdev_type'])][0] if x not in used_vfs])
+                   + left[(p['parent_addr'], p['mdev_type'])][1] for p in matching)
         if free < item.count:
             held = len(domain.of_alias(item.alias))
             holds = f', the domain holds {held}' if held else ''
@@ -408,13 +434,21 @@ def _plan_mdevs(snapshot: HostSnapshot, domain: DomainState, request: Attachment
         for pool in matching:
             key = (pool['parent_addr'], pool['mdev_type'])
             existing, room = left[key]
+            if pool['dev_type'] == DEV_TYPE_VGPU:
+                for vf in existing:
+                    if len(chosen) < item.count and vf not in used_vfs:
+                        used_vfs.add(vf)
+                        was = vgpus[PciAddress.parse(vf)].current
+                        chosen.append(PlannedAttach(PciAddress.parse(vf), item.alias, vgpu={'type': int(key[1]), 'was': was}))
+                continue
             while existing and len(chosen) < item.count:
-                chosen.append({'uuid': existing.pop(0), 'parent': key[0], 'type': key[1], 'created': False})
+                chosen.append(PlannedAttach(None, item.alias, mdev={'uuid': existing.pop(0), 'parent': key[0], 'type': key[1],
+                                                                    'created': False}))
             while room > 0 and len(chosen) < item.count:
-                chosen.append({'uuid': None, 'parent': key[0], 'type': key[1], 'created': True})
+                chosen.append(PlannedAttach(None, item.alias, mdev={'uuid': None, 'parent': key[0], 'type': key[1], 'created': True}))
                 room -= 1
             left[key] = (existing, room)
-        plan.attach.extend(PlannedAttach(None, item.alias, mdev=mdev) for mdev in chosen)
+        plan.attach.extend(chosen)
     if problems:
         raise Refused('request: not enough free devices on this host: ' + '; '.join(problems))
 
@@ -422,11 +456,20 @@ def _plan_mdevs(snapshot: HostSnapshot, domain: DomainState, request: Attachment
 def _plan_mdev_removals(snapshot: HostSnapshot, domain: DomainState, plan: Plan) -> None:
     """A stale record's mdev that this collection created goes, unless a domain holds it by now."""
     created = [record['mdev']['uuid'] for record in domain.stale_records if (record.get('mdev') or {}).get('created')]
-    if not created or snapshot.domains is None:
+    if not (created or any(record.get('vgpu') for record in domain.stale_records)) or snapshot.domains is None:
         return
     held = {item.uuid for info in snapshot.domains for item in info.mdevs_live + info.mdevs_config}
     existing = {item.uuid for item in snapshot.mdevs}
     plan.remove_mdevs.extend(uuid_text for uuid_text in created if uuid_text in existing and uuid_text not in held)
+    for record in domain.stale_records:
+        if not record.get('vgpu') or not record.get('address'):
+            continue
+        try:
+            address = PciAddress.parse(record['address'])
+        except PciAddressError:
+            continue
+        if address not in (snapshot.allocations or {}):
+            plan.reset_vgpus.append((address, record['vgpu']['was'] or 0))
 
 
 def _plan_restores(plan: Plan, domain: DomainState, states: Mapping[PciAddress, Any]) -> None:
@@ -454,7 +497,8 @@ def _interface_options(request: AttachmentRequest, alias: str | None) -> Interfa
 
 def _plan_interfaces(snapshot: HostSnapshot, domain: DomainState, request: AttachmentRequest, plan: Plan) -> None:
     """Give each planned NIC VF its interface record (MAC, VLAN, the PF settings and what they were), or refuse."""
-    options = [(planned, _interface_options(request, planned.alias)) for planned in plan.attach if planned.mdev is None]
+    options = [(planned, _interface_options(request, planned.alias)) for planned in plan.attach
+               if planned.mdev is None and planned.vgpu is None]
     if not any(opts is not None for _planned, opts in options):
         return
     macs = _listed_macs(domain, request)
@@ -537,6 +581,8 @@ class Outcome:
     vf_set: list[Attachment] = field(default_factory=list)        # their VF settings set on the PF by this run
     vf_restored: list[Attachment] = field(default_factory=list)   # detached, their VF settings put back
     mdevs_created: list[Attachment] = field(default_factory=list)  # their mdev created by this run
+    vgpus_set: list[Attachment] = field(default_factory=list)      # their vGPU VF's type set by this run
+    vgpus_reset: list[Attachment] = field(default_factory=list)    # detached, their vGPU VF's type put back
     mdevs_removed: list[Attachment] = field(default_factory=list)  # detached, their mdev (this collection's) removed
     confirmed: dict[str, str] = field(default_factory=dict)    # attachment id -> how its removal was confirmed
     # Gone from the running domain, but its persistent detach failed: the rollback plugs it back in.
@@ -563,6 +609,7 @@ class Attacher:
         item = Attachment(self.new_id(), planned.address, planned.alias, self.live, self.config)
         if planned.mdev is not None:       # a new mdev takes the attachment id as its UUID: one id for both
             item.mdev = dict(planned.mdev, uuid=planned.mdev['uuid'] or item.attachment_id)
+        item.vgpu = planned.vgpu
         if planned.interface is not None:
             interface = dict(planned.interface)
             attempt = 0
@@ -583,6 +630,8 @@ class Attacher:
                 self.net.set_vf(restore.pf, restore.vf, restore.settings)
             for stale in plan.remove_mdevs:
                 self.mdev.remove(stale)
+            for address, type_id in plan.reset_vgpus:
+                self.mdev.set_vgpu_type(address, type_id)
             if planned:
                 # Write-ahead: the intent is recorded before any device lands (or any VF setting changes).
                 self._write(kept + [item.metadata() for item in planned])
@@ -600,6 +649,9 @@ class Attacher:
                     if item.mdev is not None and item.mdev['created']:
                         self.mdev.create(item.mdev['parent'], item.mdev['type'], item.mdev['uuid'])
                         self.outcome.mdevs_created.append(item)
+                    if item.vgpu is not None and item.vgpu['type'] != item.vgpu['was']:
+                        self.outcome.vgpus_set.append(item)
+                        self.mdev.set_vgpu_type(item.address, item.vgpu['type'])
                     self.dom.attach(item.xml(), self.live, self.config)
                 except PassthroughError as exc:
                     raise ChangeFailed(f'{item.label} (alias {item.alias or "-"}): attach failed: {exc}') from None
@@ -643,6 +695,13 @@ class Attacher:
                     raise ChangeFailed(f'{item.label} (attachment {item.attachment_id}): detached, but the mdev this collection '
                                        f'created for it was not removed: {exc}') from None
                 self.outcome.mdevs_removed.append(item)
+            if item.vgpu is not None and self._gone_everywhere(item):
+                try:
+                    self.mdev.set_vgpu_type(item.address, item.vgpu['was'] or 0)
+                except PassthroughError as exc:
+                    raise ChangeFailed(f'{item.label} (attachment {item.attachment_id}): detached, but its vGPU type was not '
+                                       f'put back: {exc}') from None
+                self.outcome.vgpus_reset.append(item)
             was = (item.interface or {}).get('was')
             if was and item.interface.get('pf') is not None and item.interface.get('vf') is not None:
                 try:
@@ -695,6 +754,8 @@ class Attacher:
                     self.net.set_vf(item.interface['pf'], item.interface['vf'], _vf_settings(item))
                 if item in self.outcome.mdevs_removed:
                     self.mdev.create(item.mdev['parent'], item.mdev['type'], item.mdev['uuid'])
+                if item in self.outcome.vgpus_reset:
+                    self.mdev.set_vgpu_type(item.address, item.vgpu['type'])
                 self.dom.attach(item.xml(), live, config)
                 undone.append(f're-attached {item.label}')
             except PassthroughError as exc:
@@ -710,6 +771,14 @@ class Attacher:
                 left.append(f'{item.label} stays attached ({problem})')
             else:
                 undone.append(f'detached {item.label}')
+        for item in reversed(self.outcome.vgpus_set):
+            if item.attachment_id in stuck:
+                continue
+            try:
+                self.mdev.set_vgpu_type(item.address, item.vgpu['was'] or 0)
+                undone.append(f'vGPU type of {item.label} put back')
+            except PassthroughError as exc:
+                left.append(f'the vGPU type of {item.label} stays set ({exc})')
         for item in reversed(self.outcome.mdevs_created):
             if item.attachment_id in stuck:
                 continue

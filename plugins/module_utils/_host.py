@@ -296,6 +296,16 @@ class HostSnapshot:
     def refresh_mdevs(self) -> None:
         self._mdev_parents = self._mdevs = None
 
+    @property
+    def vgpus(self) -> dict[PciAddress, Vgpu]:
+        """Every NVIDIA SR-IOV vGPU VF's types, by address."""
+        found = {}
+        for device in self.devices.values():
+            vgpu = self.vgpu(device)
+            if vgpu is not None:
+                found[device.address] = vgpu
+        return found
+
     def vgpu(self, device: PciDevice) -> Vgpu | None:
         """An NVIDIA SR-IOV vGPU VF's types; None for every other device (only NVIDIA VFs are looked at)."""
         if device.vendor_id != '10de' or device.physfn is None or self._reader is None:

@@ -236,8 +236,10 @@ METADATA_URI = 'urn:passthrough-libvirt:attachments:1'
 METADATA_KEY = 'ptlv'
 
 
-def hostdev_xml(address: PciAddress, attachment_id: str, interface: dict[str, Any] | None = None) -> str:
+def hostdev_xml(address: PciAddress, attachment_id: str, interface: dict[str, Any] | None = None, managed: bool = True) -> str:
     """A managed PCI hostdev with this collection's user alias. ``address`` is a parsed PciAddress.
+
+    ``managed`` False leaves the device on its driver (an NVIDIA vGPU VF stays on NVIDIA's vfio variant driver).
 
     With ``interface`` (a record's: ``mac`` parsed, ``vlan`` an int) the device is a NIC VF given as a network
     interface, ``<interface type='hostdev'>``: libvirt sets its MAC and VLAN on the PF before the guest sees it.
@@ -246,7 +248,8 @@ def hostdev_xml(address: PciAddress, attachment_id: str, interface: dict[str, An
              f"function='0x{address.function:x}'")
     alias = f"<alias name='{ALIAS_PREFIX}{attachment_id}'/>"
     if interface is None:
-        return f"<hostdev mode='subsystem' type='pci' managed='yes'><source><address {attrs}/></source>{alias}</hostdev>"
+        return (f"<hostdev mode='subsystem' type='pci' managed='{'yes' if managed else 'no'}'><source><address {attrs}/></source>"
+                f"{alias}</hostdev>")
     source = f"<source><address type='pci' {attrs}/></source>"
     mac = f"<mac address='{parse_mac('mac', interface['mac'])}'/>" if interface.get('mac') else ''
     vlan = f"<vlan><tag id='{int(interface['vlan'])}'/></vlan>" if interface.get('vlan') else ''
@@ -275,6 +278,9 @@ def metadata_xml(records: list[dict[str, Any]]) -> str:
         mdev = record.get('mdev')
         if mdev:
             ET.SubElement(element, 'mdev', {key: _text(mdev[key]) for key in _MDEV_ATTRS if mdev.get(key) is not None})
+        vgpu = record.get('vgpu')
+        if vgpu:
+            ET.SubElement(element, 'vgpu', {key: str(vgpu[key]) for key in ('type', 'was') if vgpu.get(key) is not None})
         interface = record.get('interface')
         if interface:
             child = ET.SubElement(element, 'interface', {key.replace('_', '-'): _text(interface[key])
@@ -350,6 +356,9 @@ def parse_metadata(xml: str | None) -> list[dict[str, Any]]:
         record = {'id': e.get('id'), 'alias': e.get('alias'), 'address': e.get('address'), 'interface': _parse_interface(e.find('interface'))}
         if e.find('mdev') is not None:
             record['mdev'] = _parse_mdev(e.find('mdev'))
+        if e.find('vgpu') is not None:
+            vgpu_type, was = _int(e.find('vgpu').get('type')), _int(e.find('vgpu').get('was'))
+            record['vgpu'] = {'type': vgpu_type, 'was': was if was and was > 0 else None} if vgpu_type and vgpu_type > 0 else None
         records.append(record)
     return records
 

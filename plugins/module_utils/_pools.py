@@ -32,11 +32,14 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._model import 
     DomainInfo,
     Mdev,
     MdevParent,
+    MdevType,
     PciAddress,
     PciDevice,
+    Vgpu,
 )
 
 DEV_TYPE_MDEV = 'type-MDEV'     # an mdev pool's dev_type: slices of a parent, not whole devices
+DEV_TYPE_VGPU = 'type-VGPU'     # NVIDIA SR-IOV vGPU: VFs of a PF, each given with one vGPU type set
 
 # vfio-pci and the vendor variants built on it (mlx5_vfio_pci, nvgrace_gpu_vfio_pci, ...).
 _PASSTHROUGH_DRIVER = re.compile(r'^(vfio-pci|[a-z0-9_]+_vfio_pci)$')
@@ -487,10 +490,51 @@ def mdev_pools(parents: list[MdevParent], mdevs: list[Mdev], domains: list[Domai
     return result
 
 
+def vgpu_pools(vgpus: Mapping[PciAddress, Vgpu], devices: Mapping[PciAddress, PciDevice],
+               allocations: Mapping[PciAddress, Allocation] | None, whitelist: Whitelist, names: Any = None) -> list[dict[str, Any]]:
+    """One pool per PF and whitelisted vGPU type of NVIDIA SR-IOV vGPU VFs (kernel 6.8 and later).
+
+    A free VF (no domain holds it, no other type set) counts in the pool of every admitted type it can take;
+    a VF a domain holds counts as allocated in the pool of the type it has. With ``allocations`` None nothing is free.
+    """
+    grouped: dict[tuple[str, int], dict[str, Any]] = {}
+    for address in sorted(vgpus):
+        vgpu, device = vgpus[address], devices.get(address)
+        if device is None or device.physfn is None:
+            continue
+        held = allocations is None or address in allocations
+        for type_id, name in sorted(vgpu.creatable.items()):
+            spec = whitelist.mdev_match(MdevParent(str(address), address), MdevType(str(type_id), name, None, 'vfio-pci', None),
+                                        device, devices)
+            if spec is None:
+                continue
+            pool = grouped.get((str(device.physfn), type_id))
+            if pool is None:
+                pool = grouped[(str(device.physfn), type_id)] = {
+                    'count': 0, 'total': 0, 'allocated': 0, 'unavailable': 0, 'vendor_id': device.vendor_id,
+                    'product_id': device.product_id, 'dev_type': DEV_TYPE_VGPU, 'numa_node': device.numa_node,
+                    'parent_addr': str(device.physfn), 'mdev_type': str(type_id), 'mdev_name': name, 'device_api': 'vfio-pci',
+                    'tags': dict(spec.tags), 'free_mdevs': [], 'free_addresses': [], 'unavailable_reasons': {}}
+                if names is not None:
+                    pool['vendor_name'] = names.vendor_name(device.vendor_id)
+                    pool['product_name'] = names.device_name(device.vendor_id, device.product_id)
+            if held:
+                if allocations is not None and vgpu.current == type_id:
+                    pool['allocated'] += 1
+                    pool['total'] += 1
+            elif vgpu.current in (None, type_id):
+                pool['count'] += 1
+                pool['total'] += 1
+                pool['free_addresses'].append(str(address))
+    return [grouped[key] for key in sorted(grouped)]
+
+
 def mdev_free_per_alias(aliases: Mapping[str, Alias], pools_: list[dict[str, Any]], parents: list[MdevParent],
                         devices: Mapping[PciAddress, PciDevice]) -> dict[str, int]:
     """How many mdevs each mdev alias could still get on this host (any parent, one alias at a time)."""
     types = {(parent.name, t.type_id): t for parent in parents for t in parent.types}
+    types.update({(pool['parent_addr'], pool['mdev_type']): MdevType(pool['mdev_type'], pool['mdev_name'], None, 'vfio-pci', None)
+                  for pool in pools_ if pool['dev_type'] == DEV_TYPE_VGPU})
     found = {}
     for name, alias in sorted(aliases.items()):
         if not alias.is_mdev:

@@ -107,6 +107,8 @@ hypervisor:
               whitelisted type of an mdev parent (a whitelist entry with C(mdev_types)), as Nova reports a VGPU
               inventory per physical GPU. Its C(count) is what the parent can still create (C(available_instances))
               plus the mdevs of the type that exist and no domain holds.
+            - C(type-VGPU) for a pool of NVIDIA SR-IOV vGPU VFs (kernel 6.8 and later) - one per PF and whitelisted vGPU
+              type; a free VF counts in the pool of every admitted type it can take.
           type: str
           sample: type-VF
         numa_node:
@@ -119,7 +121,8 @@ hypervisor:
           type: str
           sample: "0000:3b:00.0"
         mdev_type:
-          description: The mdev type id of an mdev pool (for example C(nvidia-470) or C(mtty-2)). mdev pools only.
+          description: The mdev type id of an mdev pool (for example C(nvidia-470) or C(mtty-2)), the vGPU type id of a
+            C(type-VGPU) pool. mdev and vGPU pools only.
           type: str
         mdev_name:
           description: The type's name as the parent gives it (for example C(GRID A100-4C)). mdev pools only.
@@ -180,7 +183,14 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import with_host_options
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostSnapshot
-from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import candidates, free_per_alias, mdev_free_per_alias, mdev_pools, pools
+from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import (
+    candidates,
+    free_per_alias,
+    mdev_free_per_alias,
+    mdev_pools,
+    pools,
+    vgpu_pools,
+)
 
 
 def argument_spec() -> dict:
@@ -196,8 +206,12 @@ def run(params: dict) -> dict:
     snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params['device_spec'], params['config_path'])
     states = snapshot.states()
     stats = pools(states, snapshot.names)
-    parents = snapshot.mdev_parents if any(entry.is_mdev for entry in snapshot.whitelist.entries) else []
+    slicing = any(entry.is_mdev for entry in snapshot.whitelist.entries)
+    parents = snapshot.mdev_parents if slicing else []
     slices = mdev_pools(parents, snapshot.mdevs, snapshot.domains, snapshot.whitelist, snapshot.devices, snapshot.names) if parents else []
+    vgpus = snapshot.vgpus if slicing else {}
+    if vgpus:
+        slices += vgpu_pools(vgpus, snapshot.devices, snapshot.allocations, snapshot.whitelist, snapshot.names)
     stats += slices
     result = dict(
         changed=False,

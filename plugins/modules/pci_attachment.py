@@ -40,6 +40,8 @@ description:
     type is used, or one is created on a parent that can still create one (its UUID is the attachment id), and given
     as C(<hostdev mode='subsystem' type='mdev' model='vfio-pci'>); the mdevs this collection created are removed
     again when they are detached. The collection's C(docs/mdev.md) describes it.
+  - NVIDIA SR-IOV vGPU VFs (kernel 6.8 and later) are asked for the same way - the VF's type is set
+    (C(nvidia/current_vgpu_type)) before it is attached as a C(<hostdev managed='no'>), and put back after the detach.
   - NIC VFs can be given as network interfaces - an alias's C(interface) key or O(interface) makes each device an
     C(<interface type='hostdev' managed='yes'>) with a MAC address, a VLAN, and the VF's trust, spoof checking and
     link state set on its PF. The collection's C(docs/attachment.md) ("NIC VFs") describes it.
@@ -335,6 +337,10 @@ attached:
       description: A mediated device's parent (a PCI address, or a virtual parent such as C(mtty)).
       type: str
       returned: for mediated devices
+    vgpu_type:
+      description: The vGPU type id an NVIDIA vGPU VF was given.
+      type: int
+      returned: for NVIDIA vGPU VFs
 detached:
   description: The devices this run detached (in check mode, would detach).
   returned: success
@@ -397,6 +403,10 @@ detached:
       description: A mediated device's parent (a PCI address, or a virtual parent such as C(mtty)).
       type: str
       returned: for mediated devices
+    vgpu_type:
+      description: The vGPU type id an NVIDIA vGPU VF was given.
+      type: int
+      returned: for NVIDIA vGPU VFs
 orphans:
   description:
     - Devices in the domain with this collection's C(ua-pci-) alias but no record in its metadata (left by an older

@@ -144,3 +144,50 @@ def test_a_run_killed_after_creating_an_mdev_is_put_right_by_the_next(host, defi
     run = attach(host, dom.name(), request='serial:0')
     assert run['changed'] is True and run['stale_records'] == [stale]
     assert existing(host) == [FREE]
+
+
+# -- NVIDIA SR-IOV vGPU (kernel 6.8 and later): a VF per slice, its type set before the attach ---------------
+
+VGPU_SPEC = [{'vendor_id': '10de', 'mdev_types': ['NVIDIA L40S-*']}]
+VGPU_4Q = {'name': 'vgpu-4q', 'mdev_type': 'NVIDIA L40S-4Q'}
+
+
+@pytest.fixture
+def vgpu_host(tmp_path):
+    mdev_tree.vgpu_server(tmp_path / 'vgpu')
+    return {'sysfs_root': str(tmp_path / 'vgpu'), 'config_path': str(tmp_path / 'etc' / 'state.json'), 'device_spec': VGPU_SPEC}
+
+
+def current_types(host) -> dict[str, int | None]:
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._mdev import MdevSysfs
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress
+    return {vf: MdevSysfs(host['sysfs_root']).vgpu(PciAddress.parse(vf)).current for vf in ('0000:01:00.4', '0000:01:00.5')}
+
+
+def vgpu_pools(host, tmp_path) -> dict[str, tuple]:
+    stats = run_module_process('hypervisor_pci_stats', host, tmp_path).result['hypervisor']['pci_stats']
+    return {p['mdev_name']: (p['count'], p['allocated'], p['free_addresses']) for p in stats if p['dev_type'] == 'type-VGPU'}
+
+
+def test_an_nvidia_vgpu_vf_gets_its_type_set_before_the_attach_and_reset_after(tmp_path, vgpu_host, define_domain):
+    dom = define_domain()
+    # VF .5 has 8Q set already, so it can only be an 8Q; VF .4 can be either
+    assert vgpu_pools(vgpu_host, tmp_path) == {'NVIDIA L40S-4Q': (1, 0, ['0000:01:00.4']),
+                                               'NVIDIA L40S-8Q': (2, 0, ['0000:01:00.4', '0000:01:00.5'])}
+    done = attach(vgpu_host, dom.name(), aliases=[VGPU_4Q], request='vgpu-4q:1')
+    assert [(a['address'], a['vgpu_type'], a['alias']) for a in done['attached']] == [('0000:01:00.4', 1155, 'vgpu-4q')]
+    assert current_types(vgpu_host) == {'0000:01:00.4': 1155, '0000:01:00.5': 1156}
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert "<hostdev mode='subsystem' type='pci' managed='no'>" in xml     # it stays on NVIDIA's vfio variant driver
+    assert vgpu_pools(vgpu_host, tmp_path) == {'NVIDIA L40S-4Q': (0, 1, []), 'NVIDIA L40S-8Q': (1, 0, ['0000:01:00.5'])}
+
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import Refused
+    with pytest.raises(Refused) as info:
+        attach(vgpu_host, dom.name(), aliases=[VGPU_4Q], request='vgpu-4q:2')
+    assert str(info.value) == ('request: not enough free devices on this host: vgpu-4q: 2 requested, the domain holds 1, '
+                               '0 more free: 1155 on 0000:01:00.0: 0 free (1 held by domains)')
+
+    gone = attach(vgpu_host, dom.name(), aliases=[VGPU_4Q], request='vgpu-4q:0')
+    assert [d['address'] for d in gone['detached']] == ['0000:01:00.4']
+    assert current_types(vgpu_host) == {'0000:01:00.4': None, '0000:01:00.5': 1156}     # back to none, as it was
+    assert 'hostdev' not in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)

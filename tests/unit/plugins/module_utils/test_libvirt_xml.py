@@ -99,8 +99,15 @@ def test_metadata_round_trip_and_garbage():
                  'pf': 'ens1f0', 'vf': 3, 'was': {'trust': False, 'link_state': 'auto'}}
     records = [{'id': 'a', 'alias': 'vf', 'address': '0000:3b:02.2', 'interface': None},
                {'id': 'b', 'alias': None, 'address': '0000:3c:00.0', 'interface': None},
-               {'id': 'c', 'alias': 'nic', 'address': '0000:3b:02.3', 'interface': interface}]
+               {'id': 'c', 'alias': 'nic', 'address': '0000:3b:02.3', 'interface': interface},
+               {'id': 'd', 'alias': 'serial', 'address': None, 'interface': None,
+                'mdev': {'uuid': '6f1c4e1e-2d6a-4a39-9b3c-7f2b8a3c1d20', 'parent': 'mtty', 'type': 'mtty-2', 'created': True}},
+               {'id': 'e', 'alias': 'vgpu', 'address': '0000:01:00.4', 'interface': None, 'vgpu': {'type': 1155, 'was': None}}]
     assert parse_metadata(metadata_xml(records)) == records
+    # an mdev record someone edited is dropped whole rather than read in part
+    edited = parse_metadata("<attachments><attachment id='f'><mdev uuid='6f1c4e1e-2d6a-4a39-9b3c-7f2b8a3c1d20' parent='../x' "
+                            "type='mtty-2' created='true'/></attachment></attachments>")
+    assert edited[0]['mdev'] is None
     assert parse_metadata(None) == [] and parse_metadata('<not xml') == [] and parse_metadata('<attachments><attachment/></attachments>') == []
 
 
