@@ -23,12 +23,15 @@ written back - and the message says what was undone and what was left.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import Alias, AliasRequest, parse_aliases, parse_request
+from ansible_collections.passthrough.libvirt.plugins.module_utils._atomic import write_atomic
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed, PassthroughError, Refused
 from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostLock, HostSnapshot
 from ansible_collections.passthrough.libvirt.plugins.module_utils._iplink import IpLink
@@ -307,7 +310,7 @@ class Plan:
     detach: list[Attachment] = field(default_factory=list)
     drop_records: list[str] = field(default_factory=list)     # stale records' ids
     restore: list[VfRestore] = field(default_factory=list)    # stale records' VF settings to put back
-    remove_mdevs: list[str] = field(default_factory=list)     # stale records' mdevs this collection created, unused
+    remove_mdevs: list[dict[str, Any]] = field(default_factory=list)   # stale records' mdevs this collection created, unused
     reset_vgpus: list[tuple[PciAddress, int]] = field(default_factory=list)   # stale records' vGPU VFs: the type to put back
     warnings: list[str] = field(default_factory=list)
 
@@ -460,7 +463,8 @@ def _plan_mdev_removals(snapshot: HostSnapshot, domain: DomainState, plan: Plan)
         return
     held = {item.uuid for info in snapshot.domains for item in info.mdevs_live + info.mdevs_config}
     existing = {item.uuid for item in snapshot.mdevs}
-    plan.remove_mdevs.extend(uuid_text for uuid_text in created if uuid_text in existing and uuid_text not in held)
+    plan.remove_mdevs.extend(record['mdev'] for record in domain.stale_records if (record.get('mdev') or {}).get('created')
+                             and record['mdev']['uuid'] in existing and record['mdev']['uuid'] not in held)
     for record in domain.stale_records:
         if not record.get('vgpu') or not record.get('address'):
             continue
@@ -593,7 +597,8 @@ class Attacher:
     """Applies a plan to one domain (a ``DomainHandle``) with write-ahead records and rollback."""
 
     def __init__(self, dom: Any, domain: DomainState, live: bool, config: bool, timeout: float,
-                 new_id: Callable[[], str] = lambda: str(uuid.uuid4()), net: Any = None, mdev: Any = None) -> None:
+                 new_id: Callable[[], str] = lambda: str(uuid.uuid4()), net: Any = None, mdev: Any = None,
+                 mdevctl_dir: str | None = None) -> None:
         self.dom = dom
         self.domain = domain
         self.live = live
@@ -602,6 +607,7 @@ class Attacher:
         self.new_id = new_id
         self.net = net if net is not None else IpLink()    # sets a VF's trust, spoof checking, link state on its PF
         self.mdev = mdev if mdev is not None else MdevSysfs()  # creates and removes mediated devices
+        self.mdevctl_dir = mdevctl_dir or None     # where mdevctl keeps definitions: a persistent mdev outlives a reboot
         self.outcome = Outcome()
         self._metadata_touched = False
 
@@ -629,7 +635,8 @@ class Attacher:
             for restore in plan.restore:
                 self.net.set_vf(restore.pf, restore.vf, restore.settings)
             for stale in plan.remove_mdevs:
-                self.mdev.remove(stale)
+                self.mdev.remove(stale['uuid'])
+                self._undefine(stale)
             for address, type_id in plan.reset_vgpus:
                 self.mdev.set_vgpu_type(address, type_id)
             if planned:
@@ -649,6 +656,8 @@ class Attacher:
                     if item.mdev is not None and item.mdev['created']:
                         self.mdev.create(item.mdev['parent'], item.mdev['type'], item.mdev['uuid'])
                         self.outcome.mdevs_created.append(item)
+                        if self.config:
+                            self._define(item.mdev)
                     if item.vgpu is not None and item.vgpu['type'] != item.vgpu['was']:
                         self.outcome.vgpus_set.append(item)
                         self.mdev.set_vgpu_type(item.address, item.vgpu['type'])
@@ -695,6 +704,7 @@ class Attacher:
                     raise ChangeFailed(f'{item.label} (attachment {item.attachment_id}): detached, but the mdev this collection '
                                        f'created for it was not removed: {exc}') from None
                 self.outcome.mdevs_removed.append(item)
+                self._undefine(item.mdev)
             if item.vgpu is not None and self._gone_everywhere(item):
                 try:
                     self.mdev.set_vgpu_type(item.address, item.vgpu['was'] or 0)
@@ -710,6 +720,30 @@ class Attacher:
                     raise ChangeFailed(f'{item.address} (attachment {item.attachment_id}): detached, but its VF settings '
                                        f'were not put back: {exc}') from None
                 self.outcome.vf_restored.append(item)
+
+    def _definition(self, mdev: dict[str, Any]) -> str | None:
+        """mdevctl's file for an mdev, ``<dir>/<parent>/<uuid>`` (parent and uuid checked when the record was read)."""
+        if self.mdevctl_dir is None or '/' in mdev['parent'] or mdev['parent'] in ('.', '..'):
+            return None
+        return os.path.join(self.mdevctl_dir, mdev['parent'], mdev['uuid'])
+
+    def _define(self, mdev: dict[str, Any]) -> None:
+        """A persistent attachment's mdev gets an mdevctl definition started automatically: mdevctl creates it again
+        when its parent appears after a reboot, before libvirt starts the domain."""
+        path = self._definition(mdev)
+        if path is not None:
+            write_atomic('mdevctl_dir', path, json.dumps({'mdev_type': mdev['type'], 'start': 'auto', 'attrs': []}) + '\n',
+                         mode=0o644, dir_mode=0o755)
+
+    def _undefine(self, mdev: dict[str, Any]) -> None:
+        path = self._definition(mdev)
+        if path is not None:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise ChangeFailed(f'mdevctl_dir: the definition {path} of mdev {mdev["uuid"]} cannot be removed: {exc.strerror}') from None
 
     def _gone_everywhere(self, item: Attachment) -> bool:
         """Whether this run took the attachment out of every definition that had it (a live-only detach of a device
@@ -754,6 +788,8 @@ class Attacher:
                     self.net.set_vf(item.interface['pf'], item.interface['vf'], _vf_settings(item))
                 if item in self.outcome.mdevs_removed:
                     self.mdev.create(item.mdev['parent'], item.mdev['type'], item.mdev['uuid'])
+                    if config:
+                        self._define(item.mdev)
                 if item in self.outcome.vgpus_reset:
                     self.mdev.set_vgpu_type(item.address, item.vgpu['type'])
                 self.dom.attach(item.xml(), live, config)
@@ -784,6 +820,7 @@ class Attacher:
                 continue
             try:
                 self.mdev.remove(item.mdev['uuid'])
+                self._undefine(item.mdev)
                 undone.append(f'removed {item.label}')
             except PassthroughError as exc:
                 left.append(f'{item.label} stays created ({exc})')
@@ -906,7 +943,7 @@ class AttachmentRun:
                 if self.check_mode or not plan.changes:
                     return self._with_diff(self._result(snapshot, domain, plan, None, changed=plan.changes), domain, plan)
                 outcome = Attacher(dom, domain, live, config, float(params.get('timeout') or 30),
-                                   mdev=self.mdev_sysfs(params['sysfs_root'])).apply(plan)
+                                   mdev=self.mdev_sysfs(params['sysfs_root']), mdevctl_dir=params.get('mdevctl_dir')).apply(plan)
                 try:
                     return self._with_diff(self._result(snapshot, read_domain_state(dom), plan, outcome, changed=True), domain, plan)
                 except PassthroughError as exc:

@@ -123,6 +123,14 @@ options:
       - Any other block (allocated elsewhere, its PF or VF taken, its IOMMU group) still refuses the device.
     type: bool
     default: false
+  mdevctl_dir:
+    description:
+      - Where mdevctl keeps its mdev definitions. A mediated device this collection creates for a persistent attachment
+        gets a definition there (C(<mdevctl_dir>/<parent>/<uuid>), C({"mdev_type": ..., "start": "auto"})), so that
+        mdevctl creates it again when its parent appears after a host reboot, before libvirt starts the domain; the
+        definition is removed with the mdev. Needs mdevctl on the host to take effect. An empty value writes none.
+    type: path
+    default: /etc/mdevctl.d
   interface:
     description:
       - Give every device this run attaches as a network interface, C(<interface type='hostdev' managed='yes'>)
@@ -472,6 +480,7 @@ def argument_spec() -> dict:
         timeout=dict(type='float', default=30),
         force=dict(type='bool', default=False),
         device_spec=dict(type='list', elements='dict'),
+        mdevctl_dir=dict(type='path', default='/etc/mdevctl.d'),
         interface=dict(type='dict', options=dict(
             vlan=dict(type='int'),
             mac=dict(type='raw'),

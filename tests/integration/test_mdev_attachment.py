@@ -11,6 +11,9 @@ test double, `tests/mdev_tree.KernelDouble`. The nested lab is where a real mdev
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from ansible_collections.passthrough.libvirt.tests import mdev_tree, sysfs_tree
@@ -31,13 +34,20 @@ def host(tmp_path):
     mdev_tree.mdev_parent(root, mtty, {'mtty-1': {'name': 'Single port serial', 'device_api': 'vfio-pci', 'available_instances': 8},
                                        'mtty-2': {'name': 'Dual port serial', 'device_api': 'vfio-pci', 'available_instances': 2}})
     mdev_tree.mdev(root, mtty, 'mtty-2', FREE)
-    return {'sysfs_root': str(root), 'config_path': str(tmp_path / 'etc' / 'state.json'), 'device_spec': SPEC}
+    return {'sysfs_root': str(root), 'config_path': str(tmp_path / 'etc' / 'state.json'), 'device_spec': SPEC,
+            'mdevctl_dir': str(tmp_path / 'mdevctl.d')}
+
+
+def shared(host) -> dict:
+    """The options every module takes (mdevctl_dir is pci_attachment's own)."""
+    return {key: value for key, value in host.items() if key != 'mdevctl_dir'}
 
 
 def attach(host, domain, mdev_sysfs=None, **args):
     from ansible_collections.passthrough.libvirt.plugins.modules.pci_attachment import run
     params = dict(host, domain=domain, state='present', request=None, aliases=[SERIAL], addresses=None, attachment_ids=None,
-                  live=None, persistent=None, timeout=5.0, uri='qemu:///system', interface=None, force=False)
+                  live=None, persistent=None, timeout=5.0, uri='qemu:///system', interface=None, force=False,
+                  mdevctl_dir=host['mdevctl_dir'])
     params.update(args)
     kernel = mdev_sysfs or mdev_tree.KernelDouble
     return run(params, False, mdev_sysfs=kernel)
@@ -54,7 +64,7 @@ def existing(host) -> list[str]:
 
 
 def pool(host, tmp_path) -> dict:
-    stats = run_module_process('hypervisor_pci_stats', host, tmp_path).result['hypervisor']['pci_stats']
+    stats = run_module_process('hypervisor_pci_stats', shared(host), tmp_path).result['hypervisor']['pci_stats']
     (found,) = [p for p in stats if p['dev_type'] == 'type-MDEV']
     return {key: found[key] for key in ('count', 'total', 'allocated', 'free_mdevs')}
 
@@ -75,10 +85,14 @@ def test_mdevs_by_alias_free_ones_first_then_created_and_removed_again(tmp_path,
         (FREE, 'mtty-2', 'mtty', 'serial'), (created, 'mtty-2', 'mtty', 'serial')]      # a new mdev takes the attachment id
     assert kernels[-1].writes == [('class/mdev_bus/mtty/mdev_supported_types/mtty-2/create', created)]
     assert config_mdevs(dom) == [FREE, created] and existing(host) == sorted([FREE, created])
+    # the persistent attachment's new mdev gets an mdevctl definition, so it is there again after a reboot
+    definition = tmp_path / 'mdevctl.d' / 'mtty' / created
+    assert json.loads(definition.read_text()) == {'mdev_type': 'mtty-2', 'start': 'auto', 'attrs': []}
+    assert sorted(p.name for p in (tmp_path / 'mdevctl.d' / 'mtty').iterdir()) == [created]    # none for the one it found
     assert [(d['mdev_uuid'], d['mdev_type'], d['address'], d['alias']) for d in first['pci_devices']] == [
         (FREE, 'mtty-2', None, 'serial'), (created, 'mtty-2', None, 'serial')]
     assert pool(host, tmp_path) == {'count': 1, 'total': 3, 'allocated': 2, 'free_mdevs': []}
-    info = run_module_process('pci_device_info', dict(host, device_spec=None), tmp_path).result
+    info = run_module_process('pci_device_info', dict(shared(host), device_spec=None), tmp_path).result
     assert {m['uuid']: (m['status'], m['instance_name']) for m in info['mdevs']} == {
         FREE: ('allocated', dom.name()), created: ('allocated', dom.name())}
 
@@ -88,7 +102,7 @@ def test_mdevs_by_alias_free_ones_first_then_created_and_removed_again(tmp_path,
     gone = attach(host, dom.name(), kernel, request='serial:0')
     assert [d['mdev_uuid'] for d in gone['detached']] == [created, FREE]
     assert kernels[-1].writes == [(f'bus/mdev/devices/{created}/remove', '1')]             # only the one it created
-    assert config_mdevs(dom) == [] and existing(host) == [FREE]
+    assert config_mdevs(dom) == [] and existing(host) == [FREE] and not definition.exists()
     assert pool(host, tmp_path) == {'count': 3, 'total': 3, 'allocated': 0, 'free_mdevs': [FREE]}
 
 
@@ -123,11 +137,13 @@ def test_a_failed_second_attach_removes_the_mdev_it_created(host, define_domain)
     attach(host, dom.name(), request='serial:1')                     # takes FREE
     params = dict(host, domain=dom.name(), state='present', request='serial:3', aliases=[SERIAL], addresses=None,
                   attachment_ids=None, live=None, persistent=None, timeout=5.0, uri='qemu:///system', interface=None)
+    # a failure after the new mdev and its definition: both are gone again
     with pytest.raises(ChangeFailed) as info:
         run(params, False, open_domain=second_attach_fails(), mdev_sysfs=mdev_tree.KernelDouble)
     assert str(info.value).startswith('mdev ') and ': attach failed: internal error: injected failure of the second attach; ' \
         'rolled back the 1 device(s) this run attached; nothing was left behind' in str(info.value)
     assert config_mdevs(dom) == [FREE] and existing(host) == [FREE]
+    assert not (Path(host['mdevctl_dir']) / 'mtty').exists() or not list((Path(host['mdevctl_dir']) / 'mtty').iterdir())
 
 
 def test_a_run_killed_after_creating_an_mdev_is_put_right_by_the_next(host, define_domain):
@@ -155,7 +171,8 @@ VGPU_4Q = {'name': 'vgpu-4q', 'mdev_type': 'NVIDIA L40S-4Q'}
 @pytest.fixture
 def vgpu_host(tmp_path):
     mdev_tree.vgpu_server(tmp_path / 'vgpu')
-    return {'sysfs_root': str(tmp_path / 'vgpu'), 'config_path': str(tmp_path / 'etc' / 'state.json'), 'device_spec': VGPU_SPEC}
+    return {'sysfs_root': str(tmp_path / 'vgpu'), 'config_path': str(tmp_path / 'etc' / 'state.json'), 'device_spec': VGPU_SPEC,
+            'mdevctl_dir': str(tmp_path / 'mdevctl.d')}
 
 
 def current_types(host) -> dict[str, int | None]:
@@ -165,7 +182,7 @@ def current_types(host) -> dict[str, int | None]:
 
 
 def vgpu_pools(host, tmp_path) -> dict[str, tuple]:
-    stats = run_module_process('hypervisor_pci_stats', host, tmp_path).result['hypervisor']['pci_stats']
+    stats = run_module_process('hypervisor_pci_stats', shared(host), tmp_path).result['hypervisor']['pci_stats']
     return {p['mdev_name']: (p['count'], p['allocated'], p['free_addresses']) for p in stats if p['dev_type'] == 'type-VGPU'}
 
 
