@@ -126,7 +126,7 @@ options:
   mdevctl_dir:
     description:
       - Where mdevctl keeps its mdev definitions. A mediated device this collection creates for a persistent attachment
-        gets a definition there (C(<mdevctl_dir>/<parent>/<uuid>), C({"mdev_type": ..., "start": "auto"})), so that
+        gets a definition there (C(<mdevctl_dir>/<parent>/<uuid>), its type and C(start) set to C(auto)), so that
         mdevctl creates it again when its parent appears after a host reboot, before libvirt starts the domain; the
         definition is removed with the mdev. Needs mdevctl on the host to take effect. An empty value writes none.
     type: path
