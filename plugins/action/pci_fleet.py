@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import re
@@ -167,6 +168,42 @@ def _records_of(task_vars: dict) -> dict[str, dict]:
     return found
 
 
+# Stands for the report's time while the report is rendered; each file is rendered once, then given
+# the time it keeps (an unchanged report keeps its old one) by replacing it.
+_TIME_MARK = '\x00generated_at\x00'
+
+
+def write_report(files: list[str], fleet: dict, fitting: list | None, title: str, *, rejected: dict | None,
+                 request: list | None, aliases: dict | None, check_mode: bool) -> bool:
+    """Write fleet.json and fleet.html (``files``) when their content changed; whether one did.
+
+    The report keeps its time while its content is the same: a run that finds nothing new changes nothing.
+    """
+    def report(generated_at: str | None) -> list[str]:
+        return [render_json(fleet, fitting, rejected=rejected, request=request, generated_at=generated_at),
+                render_html(fleet, fitting, title, rejected=rejected, request=request, aliases=aliases, generated_at=generated_at)]
+
+    previous = [read_text(path) for path in files]
+    before = report_time(previous[0])
+    now = time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())
+    marks = (json.dumps(_TIME_MARK), html.escape(_TIME_MARK, quote=True))
+    rendered = report(_TIME_MARK)
+    if before is None and previous != [None, None] or any(text.count(mark) != 1 for text, mark in zip(rendered, marks)):
+        # A report without a time (or facts that hold the mark itself): rendered for each time, as it always was.
+        contents = report(before)
+        if contents != previous:
+            contents = report(now)
+    else:
+        def stamped(generated_at: str) -> list[str]:
+            return [rendered[0].replace(marks[0], json.dumps(generated_at)),
+                    rendered[1].replace(marks[1], html.escape(generated_at, quote=True))]
+        contents = stamped(before) if before is not None else None
+        if contents != previous:
+            contents = stamped(now)
+    changed = [write_if_changed('dest', path, content, check_mode) for path, content in zip(files, contents)]   # both written
+    return any(changed)
+
+
 class ActionModule(ActionBase):
     BYPASS_HOST_LOOP = True
     TRANSFERS_FILES = False
@@ -250,18 +287,9 @@ class ActionModule(ActionBase):
             if not self._task.check_mode:
                 os.makedirs(dest, exist_ok=True)
             files = [os.path.join(dest, 'fleet.json'), os.path.join(dest, 'fleet.html')]
-
-            def report(generated_at: str | None) -> list[str]:
-                return [render_json(fleet, fitting, rejected=rejected, request=request, generated_at=generated_at),
-                        render_html(fleet, fitting, params['title'], rejected=rejected, request=request, aliases=aliases,
-                                    generated_at=generated_at)]
-            # The report keeps its time while its content is the same: a run that finds nothing new changes nothing.
-            previous = [read_text(path) for path in files]
-            contents = report(report_time(previous[0]))
-            if contents != previous:
-                contents = report(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))
-            changed = [write_if_changed('dest', path, content, self._task.check_mode) for path, content in zip(files, contents)]
-            out.update(files=files, changed=any(changed))
+            changed = write_report(files, fleet, fitting, params['title'], rejected=rejected, request=request, aliases=aliases,
+                                   check_mode=self._task.check_mode)
+            out.update(files=files, changed=changed)
         missing = fleet['missing']
         if missing:
             self._display.warning(f'pci_fleet: {len(missing)} of {len(names)} hosts have no pci_stats: {", ".join(missing[:10])}'

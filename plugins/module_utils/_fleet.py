@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+from operator import itemgetter
 from typing import Any, Iterable, Mapping
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import Alias, AliasRequest
@@ -20,6 +21,8 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._model import 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import MAX_GROUPS, candidates_from_pools, fit
 
 FLEET_POOL_KEYS = ('vendor_id', 'product_id', 'dev_type')
+# Above this many hosts the page lists each host on one line, without its pools (render_html).
+HOST_DETAIL_LIMIT = 1000
 _POOL_REQUIRED = COUNTERS + FLEET_POOL_KEYS
 
 
@@ -176,18 +179,21 @@ def candidates(fleet: Mapping[str, Any], request: list[AliasRequest], aliases: M
     Pools the request's aliases do not match are skipped, and a host whose matching pools hold
     fewer free devices than asked is answered from the counts alone; only the others are fitted
     device by device (at most twice the request from each pool: enough for any PF/VF exclusion).
+    Hosts of one hardware model with the same free devices are fitted once: fitting depends on
+    nothing else, so they get the same answer.
     """
     fitting = []
     rejected = {}
     wanted = [item for item in request if item.count > 0]
     needed = sum(item.count for item in wanted)
-    matches: dict[tuple, tuple[bool, ...]] = {}     # pool key -> does each wanted alias match it
+    matches: dict[tuple, tuple[bool, ...]] = {}     # pool kind -> does each wanted alias match it
+    fits: dict[tuple, tuple[dict[str, list[str]] | None, str | None]] = {}   # what was fitted -> (devices, or why not)
     for host in fleet['hosts']:
         if host['status'] != 'ok':
             rejected[host['name']] = 'its pci_stats are missing'
             continue
         try:
-            entry = _fit_host(host, request, aliases, wanted, needed, matches)
+            entry = _fit_host(host, request, aliases, wanted, needed, matches, fits)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:   # facts this collection did not write
             entry = f'its pci_stats cannot be fitted: {type(exc).__name__}: {exc}'
         if isinstance(entry, str):
@@ -198,44 +204,75 @@ def candidates(fleet: Mapping[str, Any], request: list[AliasRequest], aliases: M
     return fitting, rejected
 
 
+_KIND = itemgetter(*FLEET_POOL_KEYS)
+
+
+def _kind(pool: Mapping[str, Any]) -> tuple:
+    """Vendor, product, type and tags (in a fixed order) of a pool: what alias matching reads."""
+    tags = pool.get('tags')
+    if not tags:
+        return _KIND(pool) + ((),)
+    return _KIND(pool) + (tuple(tags.items()) if len(tags) == 1 else tuple(sorted(tags.items())),)
+
+
 def _pool_matches(pool: Mapping[str, Any], aliases: Mapping[str, Alias], wanted: list[AliasRequest],
-                  matches: dict[tuple, tuple[bool, ...]]) -> tuple[bool, ...]:
+                  matches: dict[tuple, tuple[bool, ...]], key: tuple | None = None) -> tuple[bool, ...]:
     """Whether each wanted alias matches the pool (memoised per vendor, product, type and tags)."""
-    tags = pool.get('tags') or {}
-    key = (pool['vendor_id'], pool['product_id'], pool['dev_type'], tuple(sorted(tags.items())))
+    if key is None:
+        key = _kind(pool)
     hit = matches.get(key)
     if hit is None:
         device = _PoolDevice(pool['vendor_id'], pool['product_id'], pool['dev_type'])
-        hit = matches[key] = tuple(aliases[item.alias].matches(device, tags) for item in wanted)
+        hit = matches[key] = tuple(aliases[item.alias].matches(device, pool.get('tags') or {}) for item in wanted)
     return hit
 
 
 def _fit_host(host: Mapping[str, Any], request: list[AliasRequest], aliases: Mapping[str, Alias], wanted: list[AliasRequest],
-              needed: int, matches: dict[tuple, tuple[bool, ...]]) -> dict[str, Any] | str:
+              needed: int, matches: dict[tuple, tuple[bool, ...]],
+              fits: dict[tuple, tuple[dict[str, list[str]] | None, str | None]]) -> dict[str, Any] | str:
     """The candidate entry of one host, or why the request does not fit there."""
     free = [0] * len(wanted)
     relevant = []
     for pool in host['pools']:
-        if not pool['count']:
+        count = pool['count']
+        if not count:
             continue
-        hit = _pool_matches(pool, aliases, wanted, matches)
-        if any(hit):
-            relevant.append(pool)
+        tags = pool.get('tags')      # _kind(pool), inline: this loop runs for every pool of the fleet
+        key = _KIND(pool) + ((tuple(tags.items()) if len(tags) == 1 else tuple(sorted(tags.items()))) if tags else (),)
+        hit = matches.get(key)
+        if hit is None:
+            hit = _pool_matches(pool, aliases, wanted, matches, key)
+        if True in hit:
+            relevant.append((pool, key))
             for index, matched in enumerate(hit):
                 if matched:
-                    free[index] += pool['count']
+                    free[index] += count
     short = [f'{item.alias}: {item.count} requested, {count} free'
              + _why_not_free(pool for pool in host['pools'] if _pool_matches(pool, aliases, wanted, matches)[index])
              for index, (item, count) in enumerate(zip(wanted, free)) if count < item.count]
     if short:
         return '; '.join(short)
-    trimmed = [dict(pool, free_addresses=(pool.get('free_addresses') or [])[:2 * needed]) for pool in relevant]
-    result = fit(request, aliases, candidates_from_pools(trimmed))
-    if not result.ok:
-        return '; '.join(result.problems)
+    # Fitting reads of each pool its kind, NUMA node, PF and free addresses (candidates_from_pools): two
+    # hosts alike in these get the same devices.
+    try:
+        signature: tuple | None = tuple((key, pool.get('numa_node'), pool.get('parent_addr'),
+                                         tuple((pool.get('free_addresses') or ())[:2 * needed])) for pool, key in relevant)
+        known = fits.get(signature)
+    except TypeError:       # facts this collection did not write: fitted, not remembered
+        signature = known = None
+    if known is None:
+        trimmed = [dict(pool, free_addresses=(pool.get('free_addresses') or [])[:2 * needed]) for pool, _key in relevant]
+        result = fit(request, aliases, candidates_from_pools(trimmed))
+        known = (({name: [str(a) for a in addresses] for name, addresses in result.devices.items()}, None) if result.ok
+                 else (None, '; '.join(result.problems)))
+        if signature is not None:
+            fits[signature] = known
+    devices, problem = known
+    if devices is None:
+        return problem
     return {'host': host['name'], 'hypervisor_hostname': host['hypervisor_hostname'],
             'free': {item.alias: count for item, count in zip(wanted, free)},
-            'devices': {name: [str(a) for a in addresses] for name, addresses in result.devices.items()}}
+            'devices': {name: list(addresses) for name, addresses in devices.items()}}
 
 
 # -- the report page --------------------------------------------------------------------------------
@@ -252,7 +289,17 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}td.why{white-space:norma
 """
 
 
+_ESCAPED: dict[str, str] = {}
+
+
 def _esc(value: Any) -> str:
+    if type(value) is str:      # pylint: disable=unidiomatic-typecheck  # the page repeats ids, types and addresses
+        escaped = _ESCAPED.get(value)
+        if escaped is None:
+            if len(_ESCAPED) > 65536:
+                _ESCAPED.clear()
+            escaped = _ESCAPED[value] = html.escape(value, quote=True)
+        return escaped
     return html.escape('' if value is None else str(value), quote=True)
 
 
@@ -264,7 +311,22 @@ def _tags_text(tags: Mapping[str, Any] | None) -> str:
     return ', '.join(f'{key}={value}' for key, value in sorted((tags or {}).items())) or '-'
 
 
+_BARS: dict[tuple[int, int, int, int], str] = {}
+
+
 def _bar(pool: Mapping[str, Any]) -> str:
+    key = (pool['count'], pool['allocated'], pool['unavailable'], pool['total'])
+    if all(type(value) is int for value in key):    # pylint: disable=unidiomatic-typecheck  # True == 1, but shows as True
+        drawn = _BARS.get(key)
+        if drawn is None:
+            if len(_BARS) > 65536:
+                _BARS.clear()
+            drawn = _BARS[key] = _draw_bar(pool)
+        return drawn
+    return _draw_bar(pool)
+
+
+def _draw_bar(pool: Mapping[str, Any]) -> str:
     total = pool['total'] or 1
     parts = (('free', pool['count'], 'free'), ('used', pool['allocated'], 'allocated'), ('blocked', pool['unavailable'], 'unavailable'))
     spans = ''.join(f'<span class="{css}" style="width:{100 * value / total:.1f}%" title="{value} {label}"></span>'
@@ -302,10 +364,37 @@ def _alias_names(pool: Mapping[str, Any], aliases: Mapping[str, Alias] | None) -
     return f'<td>{_esc(", ".join(names) or "-")}</td>'
 
 
-def _pool_row(pool: Mapping[str, Any], aliases: Mapping[str, Alias] | None, extra: str = '') -> str:
-    return (f'<tr>{_device_cell(pool)}<td>{_esc(pool["dev_type"])}</td>{extra}{_alias_names(pool, aliases)}'
-            f'<td>{_esc(_tags_text(pool.get("tags")))}</td><td class="n">{pool["count"]}</td><td class="n">{pool["allocated"]}</td>'
-            f'<td class="n">{pool["unavailable"]}</td><td class="n">{pool["total"]}</td><td>{_bar(pool)}</td>{_why_cell(pool)}</tr>')
+def _pool_row(pool: Mapping[str, Any], aliases: Mapping[str, Alias] | None, extra: str = '',
+              cells: dict[tuple, tuple[str, str]] | None = None) -> str:
+    """A pool's row. ``cells``: the cells that depend on the pool's kind only, by kind, shared by the rows of one page."""
+    kind = _plain_kind(pool) if cells is not None else None
+    known = cells.get(kind) if kind is not None else None
+    if known is None:
+        known = (f'{_device_cell(pool)}<td>{_esc(pool["dev_type"])}</td>',
+                 f'{_alias_names(pool, aliases)}<td>{_esc(_tags_text(pool.get("tags")))}</td>')
+        if kind is not None:
+            cells[kind] = known
+    unavailable = pool['unavailable']
+    why = _NO_WHY if type(unavailable) is int and not unavailable else _why_cell(pool)  # pylint: disable=unidiomatic-typecheck
+    return (f'<tr>{known[0]}{extra}{known[1]}<td class="n">{pool["count"]}</td><td class="n">{pool["allocated"]}</td>'
+            f'<td class="n">{unavailable}</td><td class="n">{pool["total"]}</td><td>{_bar(pool)}</td>{why}</tr>')
+
+
+_NO_WHY = '<td class="why">-</td>'
+
+
+def _plain_kind(pool: Mapping[str, Any]) -> tuple | None:
+    """What the kind cells of a pool's row show, as a key; None when a value is not a plain string (an int
+    and a bool that are equal would share a key but not a text)."""
+    values = (pool['vendor_id'], pool['product_id'], pool.get('vendor_name'), pool.get('product_name'), pool['dev_type'])
+    tags = pool.get('tags') or {}
+    if type(tags) is not dict:      # pylint: disable=unidiomatic-typecheck
+        return None
+    items = tuple(sorted(tags.items())) if len(tags) > 1 else tuple(tags.items())
+    for value in values + tuple(part for item in items for part in item):
+        if value is not None and type(value) is not str:     # pylint: disable=unidiomatic-typecheck
+            return None
+    return values + items
 
 
 def _head(aliases: Mapping[str, Alias] | None, extra: str = '') -> str:
@@ -340,8 +429,12 @@ def _request_section(request: list[AliasRequest], aliases: Mapping[str, Alias] |
 
 def render_html(fleet: Mapping[str, Any], candidate_hosts: list[dict[str, Any]] | None = None, title: str = 'PCI fleet', *,
                 rejected: Mapping[str, str] | None = None, request: list[AliasRequest] | None = None,
-                aliases: Mapping[str, Alias] | None = None, generated_at: str | None = None) -> str:
+                aliases: Mapping[str, Alias] | None = None, generated_at: str | None = None,
+                host_detail_limit: int = HOST_DETAIL_LIMIT) -> str:
     """One self-contained page: no script, no style sheet, font or image from anywhere else.
+
+    A fleet of more than ``host_detail_limit`` hosts gets one line per host (its counts) instead of
+    a table of pools per host: tens of thousands of tables are neither written in a second nor read.
 
     ``rejected``: why each host cannot satisfy ``request``; ``aliases``: what each alias means (a
     column says which aliases match each pool); ``generated_at``: the report's time, as the caller
@@ -380,20 +473,39 @@ def render_html(fleet: Mapping[str, Any], candidate_hosts: list[dict[str, Any]] 
         out.extend(f'<tr><td>{_esc(name)}</td><td class="why">{_esc(why)}</td></tr>' for name, why in rejected.items())
         out.append('</table>')
     out.append(f'<h2>Pools across the fleet</h2><table id="fleet-pools">{_head(aliases)}')
+    cells: dict[tuple, tuple[str, str]] = {}
     out.extend(_pool_row(pool, aliases) for pool in fleet['pools'])
     out.append('</table><h2>Hosts</h2>')
-    for host in fleet['hosts']:
-        if host['status'] != 'ok':
-            continue
+    shown_hosts = [host for host in fleet['hosts'] if host['status'] == 'ok']
+    if len(shown_hosts) > host_detail_limit:
+        out.extend(_host_summary(shown_hosts, host_detail_limit))
+        shown_hosts = []
+    for host in shown_hosts:
         name = host['name']
         shown = f' ({_esc(host["hypervisor_hostname"])})' if host['hypervisor_hostname'] not in (None, name) else ''
         out.append(f'<h3 id="host-{_esc(name)}">{_esc(name)}{shown}: {host["totals"]["count"]} free of {host["totals"]["total"]}</h3>')
         out.append(f'<table class="host">{_head(aliases, "<th>NUMA</th><th>PF</th>")}')
-        out.extend(_pool_row(pool, aliases, f'<td>{_esc(_or_dash(pool.get("numa_node")))}</td><td>{_esc(_or_dash(pool.get("parent_addr")))}</td>')
+        out.extend(_pool_row(pool, aliases, f'<td>{_esc(_or_dash(pool.get("numa_node")))}</td><td>{_esc(_or_dash(pool.get("parent_addr")))}</td>',
+                             cells)
                    for pool in host['pools'])
         out.append('</table>')
     out.append('</body></html>\n')
     return '\n'.join(out)
+
+
+def _host_summary(hosts: list[Mapping[str, Any]], limit: int) -> list[str]:
+    """The Hosts section of a large fleet: one row per host, its totals and their bar."""
+    out = [f'<p class="meta" id="hosts-summary">{len(hosts)} hosts: more than {limit}, so one line each; the pools of '
+           'each host are in fleet.json (or ask pci_fleet with query).</p>',
+           '<table id="hosts"><tr><th>host</th><th>hypervisor</th><th>free</th><th>allocated</th><th>unavailable</th>'
+           '<th>total</th><th></th></tr>']
+    for host in hosts:
+        name, totals = host['name'], host['totals']
+        out.append(f'<tr id="host-{_esc(name)}"><td>{_esc(name)}</td><td>{_esc(_or_dash(host["hypervisor_hostname"]))}</td>'
+                   f'<td class="n">{totals["count"]}</td><td class="n">{totals["allocated"]}</td><td class="n">{totals["unavailable"]}</td>'
+                   f'<td class="n">{totals["total"]}</td><td>{_bar(totals)}</td></tr>')
+    out.append('</table>')
+    return out
 
 
 def render_json(fleet: Mapping[str, Any], candidate_hosts: list[dict[str, Any]] | None = None, *,

@@ -24,10 +24,8 @@ import time
 from typing import Any
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils import _pciids
-from ansible_collections.passthrough.libvirt.plugins.module_utils._atomic import FileWriteFailed, write_atomic
 from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import Whitelist, vf_index
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import Refused
-from ansible_collections.passthrough.libvirt.plugins.module_utils._hostuse import HostUseReader
 from ansible_collections.passthrough.libvirt.plugins.module_utils._iplink import IpLink
 from ansible_collections.passthrough.libvirt.plugins.module_utils._mdev import MdevSysfs
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import Libvirt, LibvirtUnavailable
@@ -83,6 +81,8 @@ def load_state(config_path: str) -> dict[str, Any]:
 
 def save_state(config_path: str, state: dict[str, Any]) -> None:
     """Write the state atomically, mode 0600, its directory 0700; raises FileWriteFailed."""
+    # Imported here: only the runs that write the state need it. pylint: disable-next=import-outside-toplevel
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._atomic import FileWriteFailed, write_atomic
     try:
         content = json.dumps(dict(state, version=STATE_VERSION), indent=2, sort_keys=True) + '\n'
     except (TypeError, ValueError) as exc:
@@ -382,6 +382,8 @@ class HostReader:
             conn.close()
 
     def host_use(self, only: list[PciAddress]) -> HostUse:
+        # Imported here: only a run with a whitelist reads what the host uses. pylint: disable-next=import-outside-toplevel
+        from ansible_collections.passthrough.libvirt.plugins.module_utils._hostuse import HostUseReader
         return HostUseReader(self.sysfs.root, self.proc_root, self.net).read(only)
 
     def numa_sockets(self) -> dict[int, int]:
