@@ -17,12 +17,13 @@ from operator import itemgetter
 from typing import Any, Iterable, Mapping
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import Alias, AliasRequest
-from ansible_collections.passthrough.libvirt.plugins.module_utils._model import COUNTERS
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import COUNTERS, MdevType
 from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import MAX_GROUPS, candidates_from_pools, fit
 
 FLEET_POOL_KEYS = ('vendor_id', 'product_id', 'dev_type')
 # Above this many hosts the page lists each host on one line, without its pools (render_html).
 HOST_DETAIL_LIMIT = 1000
+_MDEV_MARK = 'mdev'     # the last part of the key of an mdev or vGPU pool: (_MDEV_MARK, type id, type name)
 _POOL_REQUIRED = COUNTERS + FLEET_POOL_KEYS
 
 
@@ -97,6 +98,8 @@ def _aggregate(hosts: list[tuple[str, Mapping[str, Any] | None]], bad: Mapping[s
                            tuple(tags.items()) if len(tags) == 1 else tuple(sorted(tags.items())))
                 else:
                     key = (pool['vendor_id'], pool['product_id'], pool['dev_type'])
+                if 'mdev_type' in pool:     # slices: one fleet pool per type, never one per parent model only
+                    key += ((_MDEV_MARK, pool['mdev_type'], pool.get('mdev_name')),)
                 merged = merged_pools.get(key)
                 if merged is None:
                     merged_pools[key] = merged = [0, 0, 0, 0, [name], tags, pool.get('vendor_name'), pool.get('product_name'), {}]
@@ -125,6 +128,8 @@ def _aggregate(hosts: list[tuple[str, Mapping[str, Any] | None]], bad: Mapping[s
         pools.append({'count': merged[0], 'total': merged[1], 'allocated': merged[2], 'unavailable': merged[3],
                       'vendor_id': key[0], 'product_id': key[1], 'dev_type': key[2], 'tags': dict(merged[5] or {}),
                       'hosts': merged[4], 'vendor_name': merged[6], 'product_name': merged[7], 'unavailable_reasons': merged[8]})
+        if isinstance(key[-1], tuple) and key[-1][:1] == (_MDEV_MARK,):
+            pools[-1].update(mdev_type=key[-1][1], mdev_name=key[-1][2])
     return {
         'hosts': host_entries,
         'pools': pools,
@@ -208,11 +213,10 @@ _KIND = itemgetter(*FLEET_POOL_KEYS)
 
 
 def _kind(pool: Mapping[str, Any]) -> tuple:
-    """Vendor, product, type and tags (in a fixed order) of a pool: what alias matching reads."""
+    """Vendor, product, type and tags (in a fixed order) of a pool, and an mdev pool's type: what alias matching reads."""
     tags = pool.get('tags')
-    if not tags:
-        return _KIND(pool) + ((),)
-    return _KIND(pool) + (tuple(tags.items()) if len(tags) == 1 else tuple(sorted(tags.items())),)
+    kind = _KIND(pool) + ((tuple(tags.items()) if len(tags) == 1 else tuple(sorted(tags.items()))) if tags else (),)
+    return kind + ((pool['mdev_type'], pool.get('mdev_name')),) if 'mdev_type' in pool else kind
 
 
 def _pool_matches(pool: Mapping[str, Any], aliases: Mapping[str, Alias], wanted: list[AliasRequest],
@@ -223,7 +227,13 @@ def _pool_matches(pool: Mapping[str, Any], aliases: Mapping[str, Alias], wanted:
     hit = matches.get(key)
     if hit is None:
         device = _PoolDevice(pool['vendor_id'], pool['product_id'], pool['dev_type'])
-        hit = matches[key] = tuple(aliases[item.alias].matches(device, pool.get('tags') or {}) for item in wanted)
+        tags = pool.get('tags') or {}
+        if 'mdev_type' in pool:      # slices of a parent: only mdev aliases ask for them
+            mdev_type = MdevType(str(pool['mdev_type']), pool.get('mdev_name'), None, None, None)
+            parent = device if pool['vendor_id'] is not None else None
+            hit = matches[key] = tuple(aliases[item.alias].matches_mdev(mdev_type, parent, tags) for item in wanted)
+        else:
+            hit = matches[key] = tuple(aliases[item.alias].matches(device, tags) for item in wanted)
     return hit
 
 
@@ -239,6 +249,8 @@ def _fit_host(host: Mapping[str, Any], request: list[AliasRequest], aliases: Map
             continue
         tags = pool.get('tags')      # _kind(pool), inline: this loop runs for every pool of the fleet
         key = _KIND(pool) + ((tuple(tags.items()) if len(tags) == 1 else tuple(sorted(tags.items()))) if tags else (),)
+        if 'mdev_type' in pool:
+            key += ((pool['mdev_type'], pool.get('mdev_name')),)
         hit = matches.get(key)
         if hit is None:
             hit = _pool_matches(pool, aliases, wanted, matches, key)
@@ -256,15 +268,21 @@ def _fit_host(host: Mapping[str, Any], request: list[AliasRequest], aliases: Map
     # hosts alike in these get the same devices.
     try:
         signature: tuple | None = tuple((key, pool.get('numa_node'), pool.get('parent_addr'),
-                                         tuple((pool.get('free_addresses') or ())[:2 * needed])) for pool, key in relevant)
+                                         tuple((pool.get('free_addresses') or ())[:2 * needed]),
+                                         pool['count'] if 'mdev_type' in pool else None) for pool, key in relevant)
         known = fits.get(signature)
     except TypeError:       # facts this collection did not write: fitted, not remembered
         signature = known = None
     if known is None:
-        trimmed = [dict(pool, free_addresses=(pool.get('free_addresses') or [])[:2 * needed]) for pool, _key in relevant]
-        result = fit(request, aliases, candidates_from_pools(trimmed))
+        # mdev aliases are met from counts (slices have no address until they are made); the rest are fitted
+        whole = [item for item in request if not aliases[item.alias].is_mdev]
+        trimmed = [dict(pool, free_addresses=(pool.get('free_addresses') or [])[:2 * needed]) for pool, _key in relevant
+                   if 'mdev_type' not in pool]
+        result = fit(whole, aliases, candidates_from_pools(trimmed))
         known = (({name: [str(a) for a in addresses] for name, addresses in result.devices.items()}, None) if result.ok
                  else (None, '; '.join(result.problems)))
+        if known[0] is not None:
+            known[0].update(_slices(request, aliases, wanted, relevant, matches))
         if signature is not None:
             fits[signature] = known
     devices, problem = known
@@ -273,6 +291,23 @@ def _fit_host(host: Mapping[str, Any], request: list[AliasRequest], aliases: Map
     return {'host': host['name'], 'hypervisor_hostname': host['hypervisor_hostname'],
             'free': {item.alias: count for item, count in zip(wanted, free)},
             'devices': {name: list(addresses) for name, addresses in devices.items()}}
+
+
+def _slices(request: list[AliasRequest], aliases: Mapping[str, Alias], wanted: list[AliasRequest], relevant: list[tuple],
+            matches: dict[tuple, tuple[bool, ...]]) -> dict[str, list[str]]:
+    """For each mdev alias, where its slices would come from: ``<type> on <parent>`` once per slice, in pool order."""
+    left = {id(pool): pool['count'] for pool, _key in relevant}
+    chosen: dict[str, list[str]] = {}
+    for item in request:
+        if not aliases[item.alias].is_mdev or item.count <= 0:
+            continue
+        index = wanted.index(item)
+        chosen[item.alias] = []
+        for pool, key in relevant:
+            while matches[key][index] and left[id(pool)] > 0 and len(chosen[item.alias]) < item.count:
+                chosen[item.alias].append(f'{pool.get("mdev_name") or pool["mdev_type"]} on {pool.get("parent_addr")}')
+                left[id(pool)] -= 1
+    return chosen
 
 
 # -- the report page --------------------------------------------------------------------------------
@@ -370,7 +405,7 @@ def _pool_row(pool: Mapping[str, Any], aliases: Mapping[str, Alias] | None, extr
     kind = _plain_kind(pool) if cells is not None else None
     known = cells.get(kind) if kind is not None else None
     if known is None:
-        known = (f'{_device_cell(pool)}<td>{_esc(pool["dev_type"])}</td>',
+        known = (f'{_device_cell(pool)}<td>{_esc(_type_text(pool))}</td>',
                  f'{_alias_names(pool, aliases)}<td>{_esc(_tags_text(pool.get("tags")))}</td>')
         if kind is not None:
             cells[kind] = known
@@ -383,10 +418,19 @@ def _pool_row(pool: Mapping[str, Any], aliases: Mapping[str, Alias] | None, extr
 _NO_WHY = '<td class="why">-</td>'
 
 
+def _type_text(pool: Mapping[str, Any]) -> str:
+    """The type column: dev_type, and for slices their type (``type-MDEV nvidia-470 (GRID A100-4C)``)."""
+    if pool.get('mdev_type') is None:
+        return str(pool['dev_type'])
+    name = f' ({pool["mdev_name"]})' if pool.get('mdev_name') else ''
+    return f'{pool["dev_type"]} {pool["mdev_type"]}{name}'
+
+
 def _plain_kind(pool: Mapping[str, Any]) -> tuple | None:
     """What the kind cells of a pool's row show, as a key; None when a value is not a plain string (an int
     and a bool that are equal would share a key but not a text)."""
-    values = (pool['vendor_id'], pool['product_id'], pool.get('vendor_name'), pool.get('product_name'), pool['dev_type'])
+    values = (pool['vendor_id'], pool['product_id'], pool.get('vendor_name'), pool.get('product_name'), pool['dev_type'],
+              pool.get('mdev_type'), pool.get('mdev_name'))
     tags = pool.get('tags') or {}
     if type(tags) is not dict:      # pylint: disable=unidiomatic-typecheck
         return None
