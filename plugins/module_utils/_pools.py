@@ -16,9 +16,8 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import Alias, AliasRequest
 from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import DeviceSpec, Whitelist
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
     DEV_TYPE_PF,
@@ -37,6 +36,9 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._model import 
     PciDevice,
     Vgpu,
 )
+
+if TYPE_CHECKING:   # only in type hints: pci_device_info and hypervisor_pci_stats need not compile _alias to run
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import Alias, AliasRequest
 
 DEV_TYPE_MDEV = 'type-MDEV'     # an mdev pool's dev_type: slices of a parent, not whole devices
 DEV_TYPE_VGPU = 'type-VGPU'     # NVIDIA SR-IOV vGPU: VFs of a PF, each given with one vGPU type set

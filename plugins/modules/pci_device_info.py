@@ -88,6 +88,23 @@ options:
         libvirt is not installed or not running yet.
     type: bool
     default: true
+  fields:
+    description:
+      - Return only these keys of each record of RV(pci_devices) (and of RV(pci_device)), in the order given. When
+        omitted, every key is returned.
+      - The names are those of the elements of RV(pci_devices). Include C(address) to know which device each record
+        is. An empty list is an error.
+      - The filters (O(address), O(domain), O(vendor_id), O(product_id), O(dev_type), O(status)) work whatever keys
+        are returned. RV(server), RV(mdev_parents) and RV(mdevs) are not affected.
+      - Ansible checks, copies and encodes every value of a module's result. On a host with thousands of PCI functions
+        the full records make a result of megabytes, and a short list makes the task markedly faster. What no key
+        asked for needs is not read either (pci.ids without C(vendor_name) and C(product_name); IOMMU group members,
+        network interfaces and mdev types without C(extra_info)).
+    type: list
+    elements: str
+    choices: [address, dev_id, dev_type, vendor_id, product_id, vendor_name, product_name, class_id, subsystem_vendor_id,
+              subsystem_product_id, driver, numa_node, iommu_group, parent_addr, label, status, unavailable_reason,
+              whitelisted, tags, instance_uuid, instance_name, attachment_id, extra_info]
 notes:
   - Reading sysfs needs no privileges; listing every domain needs access to the libvirt daemon at O(uri).
 seealso:
@@ -131,6 +148,11 @@ EXAMPLES = r'''
 - name: Inventory a host where libvirt is not running yet
   passthrough.libvirt.pci_device_info:
     require_libvirt: false
+
+- name: Only the keys a report needs (a much smaller result on a host with thousands of VFs)
+  passthrough.libvirt.pci_device_info:
+    fields: [address, vendor_id, product_id, status]
+  register: summary
 '''
 
 RETURN = r'''
@@ -245,7 +267,9 @@ pci_device:
     vendor_id: "8086"
     product_id: "154c"
 pci_devices:
-  description: The PCI devices of the host that pass the filters, sorted by address.
+  description:
+    - The PCI devices of the host that pass the filters, sorted by address.
+    - With O(fields), each record has only those keys.
   returned: always
   type: list
   elements: dict
@@ -439,12 +463,21 @@ pci_devices:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import with_host_options
-from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import parse_id
-from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
+from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import ANY, parse_id
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError, Refused
 from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostSnapshot, HostStateError, load_state
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import LibvirtUnavailable, find_domain
-from ansible_collections.passthrough.libvirt.plugins.module_utils._model import DEV_TYPES, STATUSES, NicInfo, PciAddress, PciAddressError, PciDevice
+from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
+    DEV_TYPES, STATUSES, DeviceState, NicInfo, PciAddress, PciAddressError, PciDevice,
+)
+from ansible_collections.passthrough.libvirt.plugins.module_utils._pciids import PciIds
 from ansible_collections.passthrough.libvirt.plugins.module_utils._records import device_record, mdev_records, server_device
+
+# The keys of a record of pci_devices (device_record's), in their order: what fields may name.
+DEVICE_FIELDS = ('address', 'dev_id', 'dev_type', 'vendor_id', 'product_id', 'vendor_name', 'product_name', 'class_id',
+                 'subsystem_vendor_id', 'subsystem_product_id', 'driver', 'numa_node', 'iommu_group', 'parent_addr', 'label',
+                 'status', 'unavailable_reason', 'whitelisted', 'tags', 'instance_uuid', 'instance_name', 'attachment_id',
+                 'extra_info')
 
 
 def argument_spec() -> dict:
@@ -458,6 +491,7 @@ def argument_spec() -> dict:
         device_spec=dict(type='list', elements='dict'),
         pcie_link=dict(type='bool', default=False),
         require_libvirt=dict(type='bool', default=True),
+        fields=dict(type='list', elements='str', choices=list(DEVICE_FIELDS)),
     )
 
 
@@ -474,6 +508,8 @@ def run(params: dict) -> tuple[dict, list[str]]:
     for key in ('dev_type', 'status'):
         if params[key] is not None:
             filters[key] = params[key]
+    filters = {key: value for key, value in filters.items() if value != ANY}
+    fields = _fields(params.get('fields'))
 
     snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params['device_spec'], params['config_path'],
                                  require_libvirt=params['require_libvirt'], pcie_link=params['pcie_link'])
@@ -488,12 +524,11 @@ def run(params: dict) -> tuple[dict, list[str]]:
             raise LibvirtUnavailable(f'domain: {params["domain"]!r} cannot be looked up: {snapshot.libvirt_error}')
         domain = find_domain(snapshot.domains, params['domain'])
         listed = [state for state in listed if state.allocation is not None and state.allocation.domain_uuid == domain.uuid]
-    names = snapshot.names
-    types_of = {str(parent.address): [t.type_id for t in parent.types] for parent in snapshot.mdev_parents if parent.address}
-    devices = [device_record(state, names, snapshot.group_members(state.device), *_nic_of(snapshot, state.device),
-                             vgpu=snapshot.vgpu(state.device), mdev_types=types_of.get(str(state.device.address)))
-               for state in sorted(listed, key=lambda s: s.device.address)]
-    devices = [device for device in devices if all(device[key] == value for key, value in filters.items() if value != '*')]
+    # The filters are judged on the device states, before any record is built: a host of thousands of functions
+    # asked for a few builds a few records.
+    matching = [state for state in listed if all(_filtered_value(state, key) == value for key, value in filters.items())]
+    matching.sort(key=lambda s: s.device.address)
+    devices = _records(snapshot, matching, fields)
 
     result = dict(
         changed=False,
@@ -513,6 +548,39 @@ def run(params: dict) -> tuple[dict, list[str]]:
                           state.device, hostdev=held.get(state.device.address), vf_config=snapshot.vf_of(state.device)[2])
             for state in sorted(listed, key=lambda s: s.device.address)])
     return result, warnings
+
+
+def _filtered_value(state: DeviceState, key: str) -> str:
+    """The value a filter compares, as the device's record has it."""
+    return state.status if key == 'status' else getattr(state.device, key)
+
+
+def _fields(given: list[str] | None) -> tuple[str, ...] | None:
+    """The record keys asked for, in the order given, each once; None for every key."""
+    if given is None:
+        return None
+    if not given:
+        raise Refused('fields: [] selects no key of the records; omit fields to return every key')
+    return tuple(dict.fromkeys(given))
+
+
+def _records(snapshot: HostSnapshot, states: list[DeviceState], fields: tuple[str, ...] | None) -> list[dict]:
+    """The devices' records, with the keys of ``fields`` only (None: every key).
+
+    What no asked-for key needs is not read: pci.ids without vendor_name and product_name, IOMMU group
+    members, network facts (ip), vGPU and mdev types without extra_info.
+    """
+    names = snapshot.names if fields is None or 'vendor_name' in fields or 'product_name' in fields else PciIds()
+    if fields is not None and 'extra_info' not in fields:
+        records = [device_record(state, names, []) for state in states]
+    else:
+        types_of = {str(parent.address): [t.type_id for t in parent.types] for parent in snapshot.mdev_parents if parent.address}
+        records = [device_record(state, names, snapshot.group_members(state.device), *_nic_of(snapshot, state.device),
+                                 vgpu=snapshot.vgpu(state.device), mdev_types=types_of.get(str(state.device.address)))
+                   for state in states]
+    if fields is None:
+        return records
+    return [{key: record[key] for key in fields} for record in records]
 
 
 def _nic_of(snapshot: HostSnapshot, device: PciDevice) -> tuple[NicInfo | None, int | None]:
