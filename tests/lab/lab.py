@@ -4,10 +4,12 @@
 """The nested VFIO lab: two hypervisor VMs with a virtual IOMMU, driven over SSH (`make lab`).
 
 Each hypervisor (lab1, lab2) is a Debian VM with libvirt and QEMU, an emulated Intel IOMMU, two
-e1000e NICs and an SR-IOV NVMe, each device on its own PCIe root port, so that real VFIO hot-plug
-into a nested guest can be exercised on machines that have no IOMMU themselves. The lab builds
-its image once (cached by recipe), boots both VMs on fresh overlays, runs the scenario, prints a
-summary of each step with its time, and always shuts the VMs down.
+e1000e NICs, an SR-IOV NVMe and an SR-IOV NIC (igb), each device on its own PCIe root port, so that
+real VFIO hot-plug into a nested guest can be exercised on machines that have no IOMMU themselves.
+The hypervisors run on QEMU 10 from bookworm-backports (igb needs QEMU >= 8), downloaded and
+extracted under .build/lab/qemu, never installed. The lab builds its image once (cached by recipe),
+boots both VMs on fresh overlays, runs the scenario, prints a summary of each step with its time,
+and always shuts the VMs down.
 
     python tests/lab/lab.py [--accel tcg|kvm] [--memory MiB] [--keep-running]
     python tests/lab/lab.py --down
@@ -36,6 +38,9 @@ WORK = REPO / '.build' / 'lab'
 HOSTS = ('lab1', 'lab2')
 SSH_TIMEOUT = 240
 VF_COUNT = 2
+# The hypervisors' QEMU: igb (an emulated SR-IOV NIC) needs QEMU >= 8.0, bookworm has 7.2.
+QEMU_PACKAGE, QEMU_SUITE = 'qemu-system-x86', 'bookworm-backports'
+QEMU_MIN = (8, 0)
 
 
 class LabError(Exception):
@@ -55,6 +60,7 @@ class Lab:
     accel: str
     memory: int
     l2_type: str = 'qemu'
+    qemu: str = 'qemu-system-x86_64'
     steps: list[Step] = field(default_factory=list)
     vms: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
@@ -108,9 +114,9 @@ def gib(value: int) -> str:
     return f'{value / 2**30:.2f} GiB'
 
 
-def run(command: list[str], log: Path | None = None, timeout: float = 900, env: dict | None = None) -> str:
+def run(command: list[str], log: Path | None = None, timeout: float = 900, env: dict | None = None, cwd: Path | None = None) -> str:
     """Run a command; its output goes to ``log`` (and is returned). A failure raises LabError with the tail."""
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd, check=False)
     output = proc.stdout + proc.stderr
     if log is not None:
         with open(log, 'a', encoding='utf-8') as handle:
@@ -147,6 +153,75 @@ def image(lab: Lab) -> Path:
     return out
 
 
+# -- the hypervisors' QEMU ---------------------------------------------------------------------------
+
+def apt_options(base: Path) -> list[str]:
+    """A private apt configuration under ``base``: its own sources (bookworm-backports only), package lists,
+    cache and an empty dpkg status. The system's sources, lists and installed packages are neither read nor changed."""
+    mirror = os.environ.get('LAB_MIRROR', 'http://deb.debian.org/debian')
+    for sub in ('lists/partial', 'cache/archives/partial', 'debs'):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    (base / 'sources.list').write_text(
+        f'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror} {QEMU_SUITE} main\n', encoding='utf-8')
+    (base / 'status').touch()
+    options = {'Dir::Etc::sourcelist': base / 'sources.list', 'Dir::Etc::sourceparts': '-', 'Dir::State::Lists': base / 'lists',
+               'Dir::State::status': base / 'status', 'Dir::Cache': base / 'cache', 'APT::Sandbox::User': 'root'}
+    return [arg for key, value in options.items() for arg in ('-o', f'{key}={value}')]
+
+
+def qemu_version(binary: Path) -> tuple[int, ...]:
+    first = run([str(binary), '--version']).splitlines()[0]       # QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-...)
+    return tuple(int(part) for part in first.split('version ', 1)[1].split()[0].split('.')[:2])
+
+
+def extract_qemu(apt: list[str], version: str, home: Path, log: Path) -> str:
+    """apt-get download the package's version and extract it into ``home``; older versions' trees are removed."""
+    debs = home.parent / 'apt' / 'debs'
+    for old in debs.glob('*.deb'):
+        old.unlink()
+    started = time.monotonic()
+    run(['apt-get', *apt, '-q', 'download', f'{QEMU_PACKAGE}={version}'], log=log, cwd=debs, timeout=600)
+    deb = next(debs.glob(f'{QEMU_PACKAGE}_*.deb'))
+    size = deb.stat().st_size
+    shutil.rmtree(home, ignore_errors=True)
+    run(['dpkg-deb', '-x', str(deb), str(home)], log=log)
+    deb.unlink()
+    for old in home.parent.iterdir():
+        if old not in (home, home.parent / 'apt'):
+            shutil.rmtree(old, ignore_errors=True)
+    return f'downloaded ({size / 2**20:.0f} MiB) and extracted in {time.monotonic() - started:.1f} s'
+
+
+def hypervisor_qemu(lab: Lab) -> None:
+    """QEMU from bookworm-backports for the hypervisor VMs: downloaded with a private apt configuration and extracted
+    (dpkg-deb -x) under .build/lab/qemu/<version>, cached by version. It runs with the system's libraries and QEMU data
+    (bookworm's qemu-system-x86 brings both); the system's QEMU 7.2 and libvirt stay as they are."""
+    base = WORK / 'qemu'
+    log = WORK / 'logs' / 'qemu-download.log'
+    with lab.step(f'QEMU for the hypervisors: {QEMU_PACKAGE} from {QEMU_SUITE}, not installed') as step:
+        apt = apt_options(base / 'apt')
+        note = ''
+        try:
+            run(['apt-get', *apt, '-q', 'update'], log=log, timeout=300)
+            show = run(['apt-cache', *apt, 'show', '--no-all-versions', QEMU_PACKAGE], log=log)
+            version = next(line.split(':', 1)[1].strip() for line in show.splitlines() if line.startswith('Version:'))
+        except (LabError, StopIteration) as exc:
+            cached = sorted(base.glob('*/usr/bin/qemu-system-x86_64'))
+            if not cached:
+                raise LabError(f'cannot find {QEMU_PACKAGE} in {QEMU_SUITE} and none is cached: {exc}') from exc
+            version, note = cached[-1].parents[2].name, ' (the mirror did not answer: the cached one)'
+        home = base / version.split(':')[-1]                       # the epoch's colon left out of the directory name
+        binary = home / 'usr' / 'bin' / 'qemu-system-x86_64'
+        how = 'cached'
+        if not binary.exists():
+            how = extract_qemu(apt, version, home, log)
+        found = qemu_version(binary)
+        if found < QEMU_MIN:
+            raise LabError(f'{binary} is QEMU {".".join(map(str, found))}; igb needs {".".join(map(str, QEMU_MIN))} or later')
+        lab.qemu = str(binary)
+        step.detail = f'{version} {how}{note}: {binary.relative_to(REPO)}'
+
+
 # -- the hypervisor VMs -------------------------------------------------------------------------
 
 def free_port() -> int:
@@ -167,19 +242,22 @@ def qemu_command(name: str, index: int, img: Path, overlay: Path, port: int, lab
         '-device', 'pcie-root-port,id=rp2,chassis=2,slot=2', '-netdev', 'user,id=t2,restrict=on', '-device', 'e1000e,netdev=t2,bus=rp2',
         '-device', 'pcie-root-port,id=rp3,chassis=3,slot=3',
         '-device', f'nvme-subsys,id=s0,nqn=nqn.2026-11.passthrough-lab:{name}',
-        # QEMU 7.2: vq_flexible >= 2*max_vfs, max_ioqpairs >= vq_flexible+2, vi_flexible >= max_vfs, msix_qsize >= vi_flexible+1
+        # QEMU 7.2 and 10.0: vq_flexible >= 2*max_vfs, max_ioqpairs >= vq_flexible+2, vi_flexible >= max_vfs, msix_qsize >= vi_flexible+1
         '-device', f'nvme,serial=lab{index}nvme,subsys=s0,bus=rp3,sriov_max_vfs={VF_COUNT},sriov_vq_flexible=8,'
                    'sriov_vi_flexible=4,max_ioqpairs=12,msix_qsize=8',
+        # An SR-IOV NIC: igb is an 82576 (PF 8086:10c9, up to 7 VFs 8086:10ca); QEMU >= 8.0.
+        '-device', 'pcie-root-port,id=rp4,chassis=4,slot=4', '-netdev', 'user,id=t4,restrict=on', '-device', 'igb,netdev=t4,bus=rp4',
     ]
     return [
-        'qemu-system-x86_64', '-name', name, '-machine', machine, *accel, '-smp', '2', '-m', str(lab.memory),
+        lab.qemu, '-name', name, '-machine', machine, *accel, '-smp', '2', '-m', str(lab.memory),
         '-device', 'intel-iommu,intremap=on,caching-mode=on',
         '-kernel', str(img / 'vmlinuz'), '-initrd', str(img / 'initrd.img'),
         '-append', f'root=/dev/vda rw console=ttyS0 intel_iommu=on iommu=pt systemd.hostname={name}',
         '-drive', f'file={overlay},if=virtio,format=qcow2',
         '-netdev', f'user,id=mgmt,hostfwd=tcp:127.0.0.1:{port}-:22', '-device', 'virtio-net-pci,netdev=mgmt',
         *devices,
-        '-display', 'none', '-monitor', 'none', '-serial', f'file:{WORK / "logs" / (name + "-console.log")}',
+        # No audio: QEMU 10 would otherwise try the system QEMU 7.2's audio and UI modules, and warn it cannot load them.
+        '-display', 'none', '-audio', 'none', '-monitor', 'none', '-serial', f'file:{WORK / "logs" / (name + "-console.log")}',
         '-pidfile', str(WORK / 'run' / f'{name}.pid'),
     ]
 
@@ -300,7 +378,9 @@ def describe(out: Path, phase: str) -> str:
     parts = []
     for name in HOSTS:
         found = json.loads((out / f'{name}-{phase}.json').read_text(encoding='utf-8'))
-        devices = ', '.join(f'{d["address"][5:]} {d["dev_type"][5:]} g{d["iommu_group"]}' for d in found['devices'])
+        devices = ', '.join(f'{d["address"][5:]} {d["dev_type"][5:]} g{d["iommu_group"]}'
+                            + (f' {d["driver"]} {d["extra_info"]["netdevs"][0]} ({d["extra_info"]["sriov_totalvfs"]} VFs possible)'
+                               if d['product_id'] == '10c9' else '') for d in found['devices'])
         parts.append(f'{name}: {devices}')
     return '; '.join(parts)
 
@@ -314,8 +394,9 @@ def discover(lab: Lab, inventory: Path, phase: str, title: str) -> None:
 
 
 PREPARE_VFS = """set -e
+# (true: the loop's status is its last test's, a failure under set -e when the NVMe is not the last device)
 pf=$(for d in /sys/bus/pci/devices/*; do
-  [ "$(cat $d/vendor)" = 0x1b36 ] && [ -e $d/sriov_totalvfs ] && echo ${d##*/}; done)
+  [ "$(cat $d/vendor)" = 0x1b36 ] && [ -e $d/sriov_totalvfs ] && echo ${d##*/}; done; true)
 [ -n "$pf" ] || { echo 'no SR-IOV NVMe PF' >&2; exit 1; }
 # VFs meant for guests: no host driver probes them when they appear.
 echo 0 > /sys/bus/pci/devices/$pf/sriov_drivers_autoprobe
@@ -398,6 +479,64 @@ def attachments(lab: Lab, inventory: Path) -> None:
                     + f'; acpi: {found["acpi_detach"].get("msg", "?")[:90]}'
                     + f', still reported: {bool(found["acpi_query"].get("pci_devices"))}'
                     + f'; after restart: {[d["alias"] for d in found["after_restart"].get("pci_devices", [])]}')
+
+
+def vf_settings(state: dict, only: set[str] | None = None) -> str:
+    """The VFs as vf-state.py read them from the PF: '10.0 02:00:00:5e:00:01 vlan 200 trust off spoofchk off, ...'."""
+    return ', '.join(f'{vf["address"][8:]} {vf["mac"]} vlan {vf["vlan"]} trust {"on" if vf["trust"] else "off"} '
+                     f'spoofchk {"on" if vf["spoofchk"] else "off"}'
+                     for vf in state.get('vfs', []) if only is None or vf['address'] in only)
+
+
+def sriov_nic(lab: Lab, inventory: Path) -> None:
+    """The igb PF in lab1: pci_whitelist makes and binds 2 VFs; pci_attachment gives them to pcitest-native as network
+    interfaces (MAC, VLAN, trust), over a restart, and takes them back; the VFs read from the PF at each point."""
+    out = WORK / 'out'
+    name = HOSTS[0]
+
+    def phase(lab_phase: str) -> dict:
+        playbook(lab, inventory, 'sriov-nic.yml', lab_phase=lab_phase, lab_out=str(out))
+        return json.loads((out / f'sriov-nic-{lab_phase}.json').read_text(encoding='utf-8'))
+
+    def confirmed(result: dict) -> str:
+        return ', '.join(sorted({entry.get('confirmed_by') or '?' for entry in result.get('detached', [])}))
+
+    with lab.step(f'{name}: igb PF: pci_whitelist makes 2 VFs (physical_network: physnet1), the PF stays on igb') as step:
+        found = phase('whitelist')
+        before = found['before']
+        step.detail = (f'PF {found["pf"][5:]} {found["netdev"]} on {found["pf_driver"]} ({found["totalvfs"]} VFs possible); '
+                       f'VFs {", ".join(vf["address"][5:] for vf in found["vfs"])} on '
+                       f'{"/".join(sorted({vf["driver"] for vf in found["vfs"]}))}, '
+                       f'{"/".join(sorted({vf["status"] for vf in found["vfs"]}))}, '
+                       f'physical_network {"/".join(sorted({vf["tags"].get("physical_network", "-") for vf in found["vfs"]}))}; '
+                       f'before: {vf_settings(before)}')
+
+    with lab.step(f'{name}: pci_attachment vfnic:2 as interfaces, live + persistent, into pcitest-native; restart') as step:
+        found = phase('attach')
+        held = {entry['address']: entry for entry in found['attached']['pci_devices']}
+        restarted_xml = {interface['address']: interface['mac'] for interface in found['restarted_state']['interfaces']}
+        step.detail = (', '.join(f'{address[5:]} at guest {entry["inner_address"]}' for address, entry in held.items())
+                       + f'; {found["netdev"]}: {vf_settings(found["attached_state"], set(held))}'
+                       + f'; after the restart, live XML: {", ".join(f"{a[8:]} {mac}" for a, mac in restarted_xml.items())}'
+                       + f', {found["netdev"]}: {vf_settings(found["restarted_state"], set(held))}')
+
+    with lab.step(f'{name}: shut off + vfnic:0; a live round with the interface option, vfnic:0 live') as step:
+        found = phase('detach')
+        live = {entry['address'] for entry in found['live_attached']['attached']}
+
+        def as_before(state: dict) -> str:
+            return 'as before' if [vf['settings'] for vf in state['vfs']] == [vf['settings'] for vf in before['vfs']] else 'NOT as before'
+
+        step.detail = (f'out of the definition ({confirmed(found["config_detached"])}): '
+                       f'{as_before(found["config_detached_state"])}, {vf_settings(found["config_detached_state"])}'
+                       f'; live with the option: {vf_settings(found["live_attached_state"], live)}'
+                       f'; detached live ({confirmed(found["live_detached"])}): '
+                       f'{as_before(found["live_detached_state"])}, {vf_settings(found["live_detached_state"])}')
+
+    with lab.step(f'{name}: pci_whitelist absent: no VFs, nothing whitelisted') as step:
+        found = phase('absent')
+        step.detail = (f'PF {found["netdev"]} on {found["pf_driver"]}, '
+                       + ', '.join(f'{change["pf"][5:]} {change["previous"]} -> {change["numvfs"]} VFs' for change in found['removed']['sriov']))
 
 
 OPERATOR_SETUP = """set -e
@@ -603,16 +742,18 @@ def main(argv: list[str] | None = None) -> int:
     with MemorySampler() as memory:
         try:
             img = image(lab)
+            hypervisor_qemu(lab)
             boot(lab, img)
             wait_for_ssh(lab)
             prepare_hosts(lab)
             inventory = write_inventory(lab)
-            discover(lab, inventory, 'devices', 'discover over SSH: e1000e NICs, NVMe PF, IOMMU groups')
+            discover(lab, inventory, 'devices', 'discover over SSH: e1000e NICs, NVMe PF, igb PF, IOMMU groups')
             whitelist(lab, inventory)
             discover(lab, inventory, 'vfs', 'discover the VFs over SSH')
             whitelist_absent(lab, inventory)
             fleet(lab, inventory)
             attachments(lab, inventory)
+            sriov_nic(lab, inventory)
             selftest(lab)
             operator_workflow(lab)
         except (LabError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:
