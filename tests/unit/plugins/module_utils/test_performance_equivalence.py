@@ -6,9 +6,6 @@ fitted once per kind of host as fitted host by host, the large-fleet page. No ti
 
 from __future__ import annotations
 
-import json
-import os
-
 from hypothesis import given, settings, strategies as st
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils import _fleet, _pciids
@@ -120,21 +117,3 @@ def test_rows_of_odd_facts_are_drawn_as_before():
     fleet = _fleet.aggregate([('a', {'pci_stats': [odd]}), _host(2, 1, 2)])
     page = _fleet.render_html(fleet, aliases=ALIASES)
     assert '<td class="n">True</td>' in page and '4318' in page and 'rack=7' in page
-
-
-def test_the_report_is_written_once_and_keeps_its_time(tmp_path):
-    from ansible_collections.passthrough.libvirt.plugins.action.pci_fleet import write_report  # pylint: disable=import-outside-toplevel
-    fleet = _fleet.aggregate([_host(1, 2, 4), _host(2, 0, 1)])
-    request = parse_request('gpu:1', ALIASES)
-    found, rejected = _fleet.candidates(fleet, request, ALIASES)
-    files = [str(tmp_path / 'fleet.json'), str(tmp_path / 'fleet.html')]
-    args = dict(rejected=rejected, request=request, aliases=ALIASES, check_mode=False)
-    assert write_report(files, fleet, found, 'T', **args) is True
-    stamp = json.loads((tmp_path / 'fleet.json').read_text())['generated_at']
-    page = (tmp_path / 'fleet.html').read_text()
-    assert page == _fleet.render_html(fleet, found, 'T', rejected=rejected, request=request, aliases=ALIASES, generated_at=stamp)
-    report = _fleet.render_json(fleet, found, rejected=rejected, request=request, generated_at=stamp)
-    assert (tmp_path / 'fleet.json').read_text() == report
-    assert write_report(files, fleet, found, 'T', **args) is False
-    os.remove(files[1])
-    assert write_report(files, fleet, found, 'T', **args) is True
