@@ -39,6 +39,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt impor
     DomainHandle,
     EventLoop,
     Libvirt,
+    domain_root,
     hostdev_xml,
     interface_macs,
     mdev_xml,
@@ -167,8 +168,9 @@ def read_domain_state(dom: Any) -> DomainState:
     """Read the domain through its handle: both definitions' hostdevs and both metadata records."""
     active, persistent = dom.active(), dom.persistent()
     found: dict[str, Attachment] = {}
-    live_xml = dom.xml() if active else None
-    config_xml = dom.xml(inactive=True) if persistent else None
+    # Each definition parsed once; every reader below takes the parsed tree.
+    live_xml = domain_root(dom.xml()) if active else None
+    config_xml = domain_root(dom.xml(inactive=True)) if persistent else None
     every: dict[PciAddress, Hostdev] = {}
     every_mdev: dict[str, MdevHostdev] = {}
     for xml, live in ((live_xml, True), (config_xml, False)):

@@ -85,9 +85,14 @@ def _guest_address(element: ET.Element) -> str | None:
         return None
 
 
-def parse_hostdevs(xml: str) -> list[Hostdev]:
+def domain_root(xml: str | ET.Element) -> ET.Element:
+    """A domain XML parsed (an Element is taken as it is, so one parse can serve every reader below)."""
+    return xml if isinstance(xml, ET.Element) else ET.fromstring(xml)
+
+
+def parse_hostdevs(xml: str | ET.Element) -> list[Hostdev]:
     """PCI devices passed through in a domain XML: ``<hostdev type='pci'>`` and ``<interface type='hostdev'>``."""
-    root = ET.fromstring(xml)
+    root = domain_root(xml)
     result = []
     for kind, element in [('hostdev', e) for e in root.iterfind('devices/hostdev')] + \
             [('interface', e) for e in root.iterfind('devices/interface')]:
@@ -120,10 +125,10 @@ def parse_hostdevs(xml: str) -> list[Hostdev]:
     return result
 
 
-def parse_mdevs(xml: str) -> list[MdevHostdev]:
+def parse_mdevs(xml: str | ET.Element) -> list[MdevHostdev]:
     """Mediated devices in a domain XML: ``<hostdev mode='subsystem' type='mdev'><source><address uuid=...>``."""
     result = []
-    for element in ET.fromstring(xml).iterfind('devices/hostdev'):
+    for element in domain_root(xml).iterfind('devices/hostdev'):
         if element.get('mode', 'subsystem') != 'subsystem' or element.get('type') != 'mdev':
             continue
         source = element.find('source/address')
@@ -149,10 +154,10 @@ def _int(text: str | None) -> int | None:
         return None
 
 
-def interface_macs(xml: str) -> dict[str, str]:
+def interface_macs(xml: str | ET.Element) -> dict[str, str]:
     """Every MAC address a domain's interfaces use (any type), with the interface it belongs to in words."""
     macs = {}
-    for element in ET.fromstring(xml).iterfind('devices/interface'):
+    for element in domain_root(xml).iterfind('devices/interface'):
         mac = element.find('mac')
         if mac is None or not mac.get('address'):
             continue
@@ -197,11 +202,11 @@ class Libvirt:
         try:
             active = bool(dom.isActive())
             persistent = bool(dom.isPersistent())
-            live_xml = dom.XMLDesc(0) if active else None
-            config_xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if persistent else None
+            live = domain_root(dom.XMLDesc(0)) if active else None          # each definition parsed once
+            config = domain_root(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) if persistent else None
             return DomainInfo(dom.UUIDString(), dom.name(), active, persistent,
-                              parse_hostdevs(live_xml) if live_xml else [], parse_hostdevs(config_xml) if config_xml else [],
-                              parse_mdevs(live_xml) if live_xml else [], parse_mdevs(config_xml) if config_xml else [])
+                              parse_hostdevs(live) if live is not None else [], parse_hostdevs(config) if config is not None else [],
+                              parse_mdevs(live) if live is not None else [], parse_mdevs(config) if config is not None else [])
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None  # undefined or destroyed while we were listing
@@ -363,9 +368,9 @@ def parse_metadata(xml: str | None) -> list[dict[str, Any]]:
     return records
 
 
-def numa_nodes(xml: str) -> set[int] | None:
+def numa_nodes(xml: str | ET.Element) -> set[int] | None:
     """The host NUMA nodes a domain's memory is bound to (``<numatune><memory nodeset=...>``); None without."""
-    memory = ET.fromstring(xml).find('numatune/memory')
+    memory = domain_root(xml).find('numatune/memory')
     nodeset = memory.get('nodeset') if memory is not None else None
     if not nodeset:
         return None

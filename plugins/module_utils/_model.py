@@ -190,6 +190,13 @@ class PciDevice:
         return DEV_TYPE_PCI
 
 
+def attachment_id_of(alias: str | None) -> str | None:
+    """The attachment id in this collection's user alias ``ua-pci-<uuid>``; None for any other alias."""
+    if alias and alias.startswith(ALIAS_PREFIX):
+        return alias[len(ALIAS_PREFIX):]
+    return None
+
+
 @dataclass(frozen=True)
 class MdevHostdev:
     """One mediated device in one domain's XML (``<hostdev type='mdev'><source><address uuid=...>``)."""
@@ -200,9 +207,7 @@ class MdevHostdev:
 
     @property
     def attachment_id(self) -> str | None:
-        if self.alias and self.alias.startswith(ALIAS_PREFIX):
-            return self.alias[len(ALIAS_PREFIX):]
-        return None
+        return attachment_id_of(self.alias)
 
 
 @dataclass(frozen=True)
@@ -220,9 +225,7 @@ class Hostdev:
     @property
     def attachment_id(self) -> str | None:
         """The id of this collection's attachment (its ``ua-pci-<uuid>`` alias); None for anyone else's device."""
-        if self.alias and self.alias.startswith(ALIAS_PREFIX):
-            return self.alias[len(ALIAS_PREFIX):]
-        return None
+        return attachment_id_of(self.alias)
 
 
 @dataclass
