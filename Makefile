@@ -123,7 +123,13 @@ molecule: venv src-tree libvirtd
 
 # Every test: the suites on this machine, then the real-kernel proof (live VFIO hot-plug in the nested
 # lab) and the execution environment built and checked with podman. CI runs exactly this.
-test: system-test venv src-tree sanity lint units units-py39 integration molecule lab ee
+# The lab's image (debootstrap, about 3 min, mostly downloads and disk) is built in the background while the
+# suites run; the lab step waits for it (a lock in tests/lab/lab.py) and builds it itself if that failed.
+test: system-test system-lab venv src-tree
+	@mkdir -p $(BUILD)
+	@echo "test: preparing the lab's image and QEMU in the background (log: $(BUILD)/lab-prepare.log)"
+	@$(SUDO) $(BIN)/python tests/lab/lab.py --prepare >$(BUILD)/lab-prepare.log 2>&1 &
+	$(MAKE) sanity lint units units-py39 integration molecule lab ee
 
 # The goals of docs/performance.md in one table (bench/all, a few minutes); it rewrites the doc's generated section.
 bench: system-test venv src-tree libvirtd
@@ -141,7 +147,7 @@ bench-attach: system-test venv src-tree libvirtd
 
 # The execution environment built with ansible-builder and podman on a local Debian base image
 # (debootstrap, cached), then checked inside: import libvirt, ansible-doc, ansible-runner (docs/awx.md).
-# Not part of `make test`: minutes, root, network to PyPI and Debian's mirror.
+# Part of `make test`: minutes, root, network to PyPI and Debian's mirror.
 EE_PACKAGES := podman runc debootstrap
 
 system-ee:
@@ -150,7 +156,7 @@ system-ee:
 ee: system-ee venv
 	$(SUDO) $(BIN)/python tests/ee/ee.py $(EE_ARGS)
 
-# Not part of `make test`: it takes minutes and needs root (debootstrap).
+# Part of `make test`: it takes minutes and needs root (debootstrap).
 lab: system-lab venv collection
 	$(SUDO) $(BIN)/python tests/lab/lab.py $(LAB_ARGS)
 

@@ -137,7 +137,8 @@ def parse_mdevs(xml: str | ET.Element) -> list[MdevHostdev]:
         except SpecError:
             continue
         alias = element.find('alias')
-        result.append(MdevHostdev(uuid, alias.get('name') if alias is not None else None, element.get('model')))
+        result.append(MdevHostdev(uuid, alias.get('name') if alias is not None else None, element.get('model'),
+                                  _guest_address(element)))
     return result
 
 

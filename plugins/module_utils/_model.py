@@ -204,6 +204,7 @@ class MdevHostdev:
     uuid: str
     alias: str | None
     model: str | None
+    inner_address: str | None = None    # the guest-side PCI address libvirt gave it (vfio-pci model)
 
     @property
     def attachment_id(self) -> str | None:

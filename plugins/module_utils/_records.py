@@ -150,7 +150,7 @@ def server_device(domain_uuid: str, address: PciAddress, attachment_id: str | No
 
 def server_mdev(domain_uuid: str, mdev: MdevHostdev, alias: str | None, type_id: str | None, parent: str | None) -> dict[str, Any]:
     """A mediated device of a server, in the seed's shape (no PCI address of its own) with its UUID, type and parent."""
-    return {'attachment_id': mdev.attachment_id, 'serverId': domain_uuid, 'dev_id': None, 'address': None, 'inner_address': None,
+    return {'attachment_id': mdev.attachment_id, 'serverId': domain_uuid, 'dev_id': None, 'address': None, 'inner_address': mdev.inner_address,
             'vendor_id': None, 'product_id': None, 'alias': alias, 'mdev_uuid': mdev.uuid, 'mdev_type': type_id, 'mdev_parent': parent}
 
 

@@ -277,7 +277,9 @@ pci_devices:
       type: bool
       returned: for VFs of network controllers (class C(02xx))
     mdev_uuid:
-      description: A mediated device's UUID. A mediated device has no C(address), C(dev_id), C(inner_address), C(vendor_id) or C(product_id) (all V(null)).
+      description:
+        - A mediated device's UUID. A mediated device has no C(address), C(dev_id), C(vendor_id) or C(product_id) (all
+          V(null)); its C(inner_address) is the guest-side address of its vfio-pci device.
       type: str
       returned: for mediated devices
     mdev_type:

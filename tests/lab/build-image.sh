@@ -60,6 +60,36 @@ ExecStartPre=
 ExecStartPre=/usr/bin/ssh-keygen -A
 ExecStartPre=/usr/sbin/sshd -t
 UNIT
+# A real mdev parent for the mediated-device steps: the kernel's sample driver mtty (a virtual serial-port
+# parent, device_api vfio-pci). Debian builds CONFIG_VFIO_MDEV but none of the samples; their source is in
+# linux-source-6.1. Built out of tree against the image's own kernel headers, installed under updates/,
+# then the compiler and headers are purged so the image stays as it was plus one module.
+kver=$(basename "$(ls -d "$rootfs"/lib/modules/*)")
+# shellcheck disable=SC2016  # dpkg-query's own ${...} fields, not the shell's
+kdeb=$(chroot "$rootfs" dpkg-query -W -f '${Version}' "linux-image-$kver")
+echo "lab image: building the mtty sample driver for $kver ($kdeb)"
+# shellcheck disable=SC2016
+chroot "$rootfs" dpkg-query -W -f '${Package}\n' | sort >"$work/packages.before"
+chroot "$rootfs" apt-get install -y -q --no-install-recommends "linux-headers-$kver" make >>"$work/mtty.log" 2>&1 ||
+    { tail -20 "$work/mtty.log" >&2; echo "lab image: installing the kernel headers failed" >&2; exit 1; }
+mkdir -p "$rootfs/tmp/mtty"
+# linux-source-<major.minor> at the image kernel's exact version: the sample must match the kernel's API.
+chroot "$rootfs" sh -c "cd /tmp && apt-get download -q linux-source-${kver%%.0-*}=$kdeb" >>"$work/mtty.log" 2>&1 ||
+    { tail -20 "$work/mtty.log" >&2; echo "lab image: downloading linux-source-${kver%%.0-*}=$kdeb failed" >&2; exit 1; }
+src_deb=$(ls "$rootfs"/tmp/linux-source-*.deb)
+dpkg-deb --fsys-tarfile "$src_deb" | tar -xO --wildcards './usr/src/linux-source-*.tar.xz' |
+    tar -xJO --wildcards '*/samples/vfio-mdev/mtty.c' >"$rootfs/tmp/mtty/mtty.c"
+rm -f "$src_deb"
+echo 'obj-m := mtty.o' >"$rootfs/tmp/mtty/Makefile"
+chroot "$rootfs" make -C "/lib/modules/$kver/build" M=/tmp/mtty modules >>"$work/mtty.log" 2>&1 ||
+    { tail -20 "$work/mtty.log" >&2; echo "lab image: building mtty failed" >&2; exit 1; }
+install -D -m 0644 "$rootfs/tmp/mtty/mtty.ko" "$rootfs/lib/modules/$kver/updates/mtty.ko"
+rm -rf "$rootfs/tmp/mtty"
+# shellcheck disable=SC2016
+chroot "$rootfs" dpkg-query -W -f '${Package}\n' | sort >"$work/packages.after"
+# shellcheck disable=SC2046
+chroot "$rootfs" apt-get purge -y -q $(comm -13 "$work/packages.before" "$work/packages.after") >>"$work/mtty.log" 2>&1
+chroot "$rootfs" depmod -a "$kver"
 chroot "$rootfs" apt-get clean
 
 cp "$rootfs"/boot/vmlinuz-* "$work/vmlinuz"

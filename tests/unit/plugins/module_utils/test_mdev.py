@@ -107,4 +107,8 @@ def test_mdev_hostdev_xml_round_trip():
     assert xml == (f"<hostdev mode='subsystem' type='mdev' model='vfio-pci'><source><address uuid='{U1}'/></source>"
                    f"<alias name='ua-pci-{U2}'/></hostdev>")
     (found,) = parse_mdevs(f"<domain><devices>{xml}<hostdev mode='subsystem' type='pci'/></devices></domain>")
-    assert (found.uuid, found.attachment_id, found.model) == (U1, U2, 'vfio-pci')
+    assert (found.uuid, found.attachment_id, found.model, found.inner_address) == (U1, U2, 'vfio-pci', None)
+    # In a running domain libvirt gives the vfio-pci device a guest-side PCI address.
+    placed = xml.replace('</hostdev>', "<address type='pci' domain='0x0000' bus='0x07' slot='0x00' function='0x0'/></hostdev>")
+    (found,) = parse_mdevs(f'<domain><devices>{placed}</devices></domain>')
+    assert found.inner_address == '0000:07:00.0'
