@@ -46,7 +46,7 @@ ARGUMENT_SPEC = dict(
 # The per-host records pci_inventory publishes with set_stats: one variable per host, so that AWX's
 # shallow merge of the artifacts of a sliced job's slices (dict.update in finish order) keeps every one.
 RECORD_PREFIX = 'pci_fleet_host_'
-FACT_KEYS = ('pci_stats', 'pci_hypervisor_hostname')
+FACT_KEYS = ('pci_stats', 'pci_hypervisor_hostname', 'pci_hardware_changes', 'pci_out_of_service')
 NOT_IN_INVENTORY = ('not in the inventory of this run (a slice of a sliced job, or a Limit) and no pci_stats for it'
                     ' in the fact cache or in the published records')
 # ansible-core 2.19 keeps facts in "s1_<host>" files wrapped as {"__payload__": "<json>"}; AWX and
@@ -263,7 +263,9 @@ class ActionModule(ActionBase):
         # The records of the hosts this run inventoried, to publish with set_stats (pci_inventory does).
         play = set(play_hosts)
         out['records'] = {record_key(host['name']): _plain({'name': host['name'], 'pci_stats': host['pools'] if host['status'] == 'ok' else None,
-                                                            'pci_hypervisor_hostname': host['hypervisor_hostname']})
+                                                            'pci_hypervisor_hostname': host['hypervisor_hostname'],
+                                                            'pci_hardware_changes': host['hardware_changes'],
+                                                            'pci_out_of_service': host['out_of_service']})
                           for host in fleet['hosts'] if host['name'] in play and source.get(host['name']) == 'facts'}
         out['cache_written'] = []
         if params['plain_cache'] and cache is not None and _core_wraps_cache() and not self._task.check_mode:

@@ -37,5 +37,5 @@ PCI_ATTACHMENT_RULES: dict[str, Any] = dict(
     required_by={'request': 'aliases'},
 )
 PCI_WHITELIST_RULES: dict[str, Any] = dict(
-    required_if=[('state', 'present', ('device_spec',))],
+    required_if=[('state', 'present', ('device_spec', 'out_of_service', 'accept_hardware_changes'), True)],
 )

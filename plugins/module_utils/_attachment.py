@@ -403,9 +403,9 @@ def _plan_mdevs(snapshot: HostSnapshot, domain: DomainState, request: Attachment
     whitelist = snapshot.whitelist
     pools, vgpus = [], {}
     if any(entry.is_mdev for entry in whitelist.entries):
-        pools = mdev_pools(snapshot.mdev_parents, snapshot.mdevs, snapshot.domains, whitelist, snapshot.devices)
+        pools = mdev_pools(snapshot.mdev_parents, snapshot.mdevs, snapshot.domains, whitelist, snapshot.devices, marks=snapshot.marks)
         vgpus = snapshot.vgpus
-        pools += vgpu_pools(vgpus, snapshot.devices, snapshot.allocations, whitelist)
+        pools += vgpu_pools(vgpus, snapshot.devices, snapshot.allocations, whitelist, marks=snapshot.marks)
     types = {(parent.name, t.type_id): t for parent in snapshot.mdev_parents for t in parent.types}
     types.update({(pool['parent_addr'], pool['mdev_type']): MdevType(pool['mdev_type'], pool['mdev_name'], None, 'vfio-pci', None)
                   for pool in pools if pool['dev_type'] == DEV_TYPE_VGPU})

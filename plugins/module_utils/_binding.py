@@ -19,7 +19,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import parse_aliases
 from ansible_collections.passthrough.libvirt.plugins.module_utils._atomic import read_text, write_atomic
+from ansible_collections.passthrough.libvirt.plugins.module_utils._day2 import (
+    ServiceMark,
+    identity_of,
+    iommu_groups,
+    parse_accept,
+    parse_identities,
+    parse_marks,
+)
 from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import Whitelist
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed, PassthroughError, Refused, SpecError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostLock, HostSnapshot, load_state, save_state
@@ -136,12 +145,14 @@ def plan_sriov(sriov: list[dict[str, Any]], devices: Mapping[PciAddress, PciDevi
 
 def plan_bindings(devices: Mapping[PciAddress, PciDevice], whitelist: Whitelist, driver: str | None,
                   original_drivers: Mapping[str, str | None], allocated: set[PciAddress], host_use: HostUse,
-                  force: bool) -> Plan:
+                  force: bool, held: Mapping[PciAddress, list[str]] | None = None) -> Plan:
     """Bind what the whitelist matches to ``driver``; give back what left it (with the driver it had).
 
     ``original_drivers``: the drivers recorded when this collection bound devices before
-    (address -> driver or None). ``driver`` None records the whitelist without binding.
+    (address -> driver or None). ``driver`` None records the whitelist without binding. ``held``:
+    devices whose hardware changed and the operator has not accepted it - never bound nor given back.
     """
+    held = held or {}
     plan = Plan(original_drivers=dict(original_drivers))
     if driver is None:
         return plan   # record the whitelist only: bindings are left as they are
@@ -155,6 +166,10 @@ def plan_bindings(devices: Mapping[PciAddress, PciDevice], whitelist: Whitelist,
             continue
         if address in allocated:
             continue   # a domain holds it: libvirt has it on vfio-pci while it runs, and gives it back
+        if address in held:
+            plan.warnings.append(f'{address}: not bound to {driver}: hardware changed: {"; ".join(held[address])} '
+                                 '(accept_hardware_changes accepts it)')
+            continue
         reasons = host_use.of(address)
         if reasons:
             if not force:
@@ -174,6 +189,10 @@ def plan_bindings(devices: Mapping[PciAddress, PciDevice], whitelist: Whitelist,
                 plan.original_drivers.pop(text, None)   # gone (a VF destroyed): nothing to give back
             continue
         device, original = devices[address], original_drivers[text]
+        if address in held:
+            plan.warnings.append(f'{address}: left the whitelist, but not given back to {original or "no driver"}: hardware '
+                                 f'changed: {"; ".join(held[address])} (accept_hardware_changes accepts it)')
+            continue
         if address in allocated:
             plan.refusals.append(f'{address}: left the whitelist but a domain holds it; detach it first')
             continue
@@ -249,6 +268,40 @@ def _rollback(control: SysfsControl, applied: list[Bind | Restore | SetVfs]) -> 
     return problems
 
 
+@dataclass
+class Day2:
+    """A pci_whitelist run's day-2 part: the hardware changes found (address -> what changed), those held back (not
+    accepted), the out-of-service marks to store, and the identities recorded before the run."""
+
+    changes: dict[PciAddress, list[str]]
+    held: dict[PciAddress, list[str]]
+    marks: list[ServiceMark]
+    recorded: dict[PciAddress, dict[str, Any]]
+
+    def identities(self, devices: Mapping[PciAddress, PciDevice], whitelist: Whitelist) -> dict[str, dict[str, Any]]:
+        """What to record now: each whitelisted device as it is, except those held back (their old record stays, so
+        the change is still seen; a held device that is gone keeps its record too)."""
+        groups = iommu_groups(devices)
+        found = {str(address): identity_of(device, devices, groups) for address, device in devices.items()
+                 if not device.is_bridge and address not in self.held and whitelist.match(device, devices) is not None}
+        for address in self.held:
+            found[str(address)] = self.recorded[address]
+        return dict(sorted(found.items()))
+
+    def actions(self, state: Mapping[str, Any]) -> list[str]:
+        """The run's day-2 actions in words."""
+        done = [f'accept the hardware change of {address}: {"; ".join(found)}'
+                for address, found in sorted(self.changes.items()) if address not in self.held]
+        stored = [record for record in state.get('out_of_service') or [] if isinstance(record, dict)]
+        wanted = [mark.stored() for mark in self.marks]
+        done += [f'mark {mark.label} out of service ({mark.mode}): {mark.reason}' for mark in self.marks if mark.stored() not in stored]
+        for record in stored:
+            if record not in wanted:
+                kind = next((key for key in ('address', 'pf', 'alias') if key in record), None)
+                done.append(f'put {"the host" if kind is None else f"{kind} {record[kind]}"} back in service')
+        return done
+
+
 class WhitelistRun:
     """Apply a whitelist to the host: ``run()`` returns the module result.
 
@@ -271,8 +324,9 @@ class WhitelistRun:
         if driver is not None:
             check_driver_name('driver', driver)
         sriov = [dict(item, numvfs=item['numvfs'] if present else 0) for item in (params['sriov'] or [])]
-        # The snapshot's whitelist is the one this run stores: statuses are judged by it.
-        snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params['device_spec'] if present else [],
+        # The snapshot's whitelist is the one this run stores: statuses are judged by it (device_spec omitted with
+        # present: the stored one stays, for a run that only marks devices or accepts hardware changes).
+        snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params.get('device_spec') if present else [],
                                      params['config_path'], proc_root=self.proc_root, net=self.net, read_host_use=True)
         control = SysfsControl(snapshot.sysfs, self.writer)
         with HostLock(params['config_path'], check_mode=self.check_mode):
@@ -288,8 +342,9 @@ class WhitelistRun:
         force = params['force']
 
         devices = snapshot.devices
+        day2 = self._day2(snapshot, present)
         vf_plan = plan_sriov(sriov, devices, allocated, host_use, force)
-        bind_plan = plan_bindings(devices, whitelist, driver, state['original_drivers'], allocated, host_use, force)
+        bind_plan = plan_bindings(devices, whitelist, driver, state['original_drivers'], allocated, host_use, force, day2.held)
         refusals = vf_plan.refusals + bind_plan.refusals
         if refusals:
             raise Refused('nothing was changed: ' + ' | '.join(refusals))
@@ -308,7 +363,8 @@ class WhitelistRun:
                 if vf_plan.changes:
                     # New VFs exist now: the whitelist may match them.
                     devices = snapshot.refresh_devices()
-                    bind_plan = plan_bindings(devices, whitelist, driver, state['original_drivers'], allocated, host_use, force)
+                    bind_plan = plan_bindings(devices, whitelist, driver, state['original_drivers'], allocated, host_use, force,
+                                              day2.held)
                     if bind_plan.refusals:
                         raise Refused(' | '.join(bind_plan.refusals))
                 for change in bind_plan.changes:
@@ -317,11 +373,14 @@ class WhitelistRun:
                         control.bind(change.address, change.driver)
                     else:
                         control.restore(change.address, change.driver)
-            new_state = dict(state, device_spec=params['device_spec'] if present else None,
+            new_state = dict(state, device_spec=(params['device_spec'] if params.get('device_spec') is not None
+                                                 else state.get('device_spec')) if present else None,
                              original_drivers=bind_plan.original_drivers,
-                             sriov=dict(state.get('sriov', {}), **vf_plan.vf_counts) if present else {})
+                             sriov=dict(state.get('sriov', {}), **vf_plan.vf_counts) if present else {},
+                             identities=day2.identities(devices, whitelist) if present else {},
+                             out_of_service=[mark.stored() for mark in day2.marks])
             state_changed = any(new_state.get(key) != state.get(key, {} if key == 'sriov' else None)
-                                for key in ('device_spec', 'original_drivers', 'sriov'))
+                                for key in ('device_spec', 'original_drivers', 'sriov', 'identities', 'out_of_service'))
             # The bindings are only as good as the record of the drivers to give back: a state file that
             # cannot be written undoes them too.
             if state_changed and not self.check_mode:
@@ -342,22 +401,43 @@ class WhitelistRun:
         changes = vf_plan.changes + bind_plan.changes
         result: dict[str, Any] = {
             'changed': bool(changes) or state_changed or rules_changed,
-            'actions': [change.describe() for change in changes]
+            'actions': [change.describe() for change in changes] + day2.actions(state)
             + (['store the whitelist'] if state_changed else []) + (['write the udev rules'] if rules_changed else []),
             'bound': [str(c.address) for c in bind_plan.changes if isinstance(c, Bind)],
             'restored': [str(c.address) for c in bind_plan.changes if isinstance(c, Restore)],
             'sriov': [{'pf': str(c.pf), 'numvfs': c.count, 'previous': c.current} for c in vf_plan.changes],
             'whitelist': new_state['device_spec'],
+            'hardware_changes': [{'address': str(address), 'changes': changes_of, 'accepted': address not in day2.held}
+                                 for address, changes_of in sorted(day2.changes.items())],
+            'out_of_service': [mark.result() for mark in day2.marks],
             'warnings': vf_plan.warnings + bind_plan.warnings,
         }
         if changes and not self.check_mode:
             snapshot.refresh_devices()      # the drivers and VFs as they are now
+        snapshot.use_day2(parse_identities(new_state['identities']), day2.marks)   # as stored now (or, in check mode, would be)
         result['unavailable'] = self._unavailable(snapshot)
         if params.get('_diff'):
             after_devices = snapshot.devices if not self.check_mode else None
             result['diff'] = {'before': before, 'after': self._snapshot(after_devices, new_state) if after_devices is not None
                               else self._predicted(before, changes, new_state)}
         return result
+
+    def _day2(self, snapshot: HostSnapshot, present: bool) -> Day2:
+        """The run's hardware changes (held back unless accepted) and out-of-service marks (the option's, else the
+        stored ones; none after state=absent)."""
+        params = self.params
+        accept = parse_accept(params.get('accept_hardware_changes'))
+        changes = snapshot.hardware_changes() if present else {}
+        held = {address: found for address, found in changes.items() if accept is not None and address not in accept}
+        if not present:
+            marks: list[ServiceMark] = []
+        elif params.get('out_of_service') is not None:
+            devices = snapshot.devices
+            marks = parse_marks(params['out_of_service'], parse_aliases(params.get('aliases')), params.get('aliases'),
+                                resolve_pf=lambda where, value: resolve_pf(where, value, devices).address)
+        else:
+            marks = snapshot.marks
+        return Day2(changes, held, marks, dict(snapshot.identities))
 
     @staticmethod
     def _unavailable(snapshot: HostSnapshot) -> list[dict[str, str]]:
@@ -370,13 +450,15 @@ class WhitelistRun:
         tracked = set(state.get('original_drivers', {}))
         return {
             'device_spec': state.get('device_spec'),
+            'out_of_service': state.get('out_of_service') or [],
             'drivers': {str(a): d.driver for a, d in sorted(devices.items()) if str(a) in tracked},
             'sriov_numvfs': {str(a): d.sriov_numvfs for a, d in sorted(devices.items()) if d.sriov_totalvfs},
         }
 
     @staticmethod
     def _predicted(before: dict[str, Any], changes: list[Bind | Restore | SetVfs], state: Mapping[str, Any]) -> dict[str, Any]:
-        after = {'device_spec': state.get('device_spec'), 'drivers': dict(before['drivers']), 'sriov_numvfs': dict(before['sriov_numvfs'])}
+        after = {'device_spec': state.get('device_spec'), 'out_of_service': state.get('out_of_service') or [],
+                 'drivers': dict(before['drivers']), 'sriov_numvfs': dict(before['sriov_numvfs'])}
         for change in changes:
             if isinstance(change, SetVfs):
                 after['sriov_numvfs'][str(change.pf)] = change.count

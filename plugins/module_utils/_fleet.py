@@ -82,7 +82,7 @@ def _aggregate(hosts: list[tuple[str, Mapping[str, Any] | None]], bad: Mapping[s
         if problem is not None:
             missing.append(name)
             host_entries.append({'name': name, 'status': 'missing', 'reason': problem, 'hypervisor_hostname': None,
-                                 'totals': dict.fromkeys(COUNTERS, 0), 'pools': []})
+                                 'totals': dict.fromkeys(COUNTERS, 0), 'pools': [], 'hardware_changes': [], 'out_of_service': []})
             continue
         count = total = allocated = unavailable = 0
         try:
@@ -121,7 +121,8 @@ def _aggregate(hosts: list[tuple[str, Mapping[str, Any] | None]], bad: Mapping[s
         fleet_unavailable += unavailable
         host_entries.append({'name': name, 'status': 'ok', 'reason': None, 'hypervisor_hostname': facts.get('pci_hypervisor_hostname'),
                              'totals': {'count': count, 'total': total, 'allocated': allocated, 'unavailable': unavailable},
-                             'pools': stats})
+                             'pools': stats, 'hardware_changes': facts.get('pci_hardware_changes') or [],
+                             'out_of_service': facts.get('pci_out_of_service') or []})
     pools = []
     for key in sorted(merged_pools, key=lambda k: tuple(map(str, k))):   # str: facts may hold any type
         merged = merged_pools[key]
@@ -196,6 +197,10 @@ def candidates(fleet: Mapping[str, Any], request: list[AliasRequest], aliases: M
     for host in fleet['hosts']:
         if host['status'] != 'ok':
             rejected[host['name']] = 'its pci_stats are missing'
+            continue
+        whole = next((mark for mark in host.get('out_of_service') or () if isinstance(mark, Mapping) and mark.get('kind') == 'host'), None)
+        if whole is not None:
+            rejected[host['name']] = f'the host is out of service ({whole.get("mode")}): {whole.get("reason")}'
             continue
         try:
             entry = _fit_host(host, request, aliases, wanted, needed, matches, fits)
@@ -516,6 +521,7 @@ def render_html(fleet: Mapping[str, Any], candidate_hosts: list[dict[str, Any]] 
         out.append('<h2>Hosts that cannot satisfy the request</h2><table id="rejected"><tr><th>host</th><th>why</th></tr>')
         out.extend(f'<tr><td>{_esc(name)}</td><td class="why">{_esc(why)}</td></tr>' for name, why in rejected.items())
         out.append('</table>')
+    out.extend(_day2_section(fleet['hosts']))
     out.append(f'<h2>Pools across the fleet</h2><table id="fleet-pools">{_head(aliases)}')
     cells: dict[tuple, tuple[str, str]] = {}
     out.extend(_pool_row(pool, aliases) for pool in fleet['pools'])
@@ -535,6 +541,25 @@ def render_html(fleet: Mapping[str, Any], candidate_hosts: list[dict[str, Any]] 
         out.append('</table>')
     out.append('</body></html>\n')
     return '\n'.join(out)
+
+
+def _mark_target(mark: Mapping[str, Any]) -> str:
+    return 'the host' if mark.get('kind') == 'host' else f'{mark.get("kind")} {mark.get("target")}'
+
+
+def _day2_section(hosts: list[Mapping[str, Any]]) -> list[str]:
+    """Hosts with hardware changes or out-of-service marks, a line each (none: no section)."""
+    lines = []
+    for host in hosts:
+        parts = [f'hardware changed: {item.get("address")} ({"; ".join(item.get("changes") or [])})'
+                 for item in host.get('hardware_changes') or () if isinstance(item, Mapping)]
+        parts += [f'out of service ({mark.get("mode")}): {_mark_target(mark)} - {mark.get("reason")}'
+                  for mark in host.get('out_of_service') or () if isinstance(mark, Mapping)]
+        if parts:
+            lines.append(f'<li id="day2-{_esc(host["name"])}">{_esc(host["name"])}: {_esc("; ".join(parts))}</li>')
+    if not lines:
+        return []
+    return ['<h2>Hardware changes and devices out of service</h2><ul id="day2">', *lines, '</ul>']
 
 
 def _host_summary(hosts: list[Mapping[str, Any]], limit: int) -> list[str]:

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils import _pciids
+from ansible_collections.passthrough.libvirt.plugins.module_utils._day2 import ServiceMark, hardware_changes, host_mark, load_marks, parse_identities
 from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import Whitelist, vf_index
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import Refused
 from ansible_collections.passthrough.libvirt.plugins.module_utils._iplink import IpLink
@@ -57,7 +58,7 @@ class HostStateError(Refused):
 
 
 def empty_state() -> dict[str, Any]:
-    return {'version': STATE_VERSION, 'device_spec': None, 'original_drivers': {}, 'sriov': {}}
+    return {'version': STATE_VERSION, 'device_spec': None, 'original_drivers': {}, 'sriov': {}, 'identities': {}, 'out_of_service': []}
 
 
 def load_state(config_path: str) -> dict[str, Any]:
@@ -148,8 +149,11 @@ class HostSnapshot:
 
     def __init__(self, *, whitelist: Whitelist, devices: Any = _UNREAD, domains: Any = _UNREAD, host_use: Any = _UNREAD,
                  numa_sockets: Any = _UNREAD, hostname: str | None = None, libvirt_error: str | None = None,
-                 reader: HostReader | None = None, nics: dict[PciAddress, NicInfo | None] | None = None) -> None:
+                 reader: HostReader | None = None, nics: dict[PciAddress, NicInfo | None] | None = None,
+                 identities: dict[PciAddress, dict[str, Any]] | None = None, marks: list[ServiceMark] | None = None) -> None:
         self.whitelist = whitelist
+        self.identities = dict(identities or {})    # what pci_whitelist recorded of each device it took
+        self.marks = list(marks or [])              # out-of-service marks
         self._devices = devices if devices is _UNREAD else {device.address: device for device in devices}
         self._domains = domains
         self._host_use = host_use
@@ -177,9 +181,11 @@ class HostSnapshot:
         """
         sysfs = Sysfs(sysfs_root, pcie_link=pcie_link)
         sysfs.check()
-        whitelist = Whitelist.parse(load_state(config_path).get('device_spec') if device_spec is None else device_spec)
+        state = load_state(config_path)
+        whitelist = Whitelist.parse(state.get('device_spec') if device_spec is None else device_spec)
         reader = HostReader(sysfs, uri, require_libvirt, proc_root, net)
-        snapshot = cls(whitelist=whitelist, reader=reader)
+        snapshot = cls(whitelist=whitelist, reader=reader, identities=parse_identities(state.get('identities')),
+                       marks=load_marks(state.get('out_of_service')))
         if read_host_use is False or (read_host_use is None and not whitelist.entries):
             snapshot._host_use = None
         return snapshot
@@ -325,8 +331,23 @@ class HostSnapshot:
     def states(self, for_domain: str | None = None) -> dict[PciAddress, DeviceState]:
         """Every device's status, from ``_pools.assess``: the one judgement every module uses."""
         if for_domain not in self._states:
-            self._states[for_domain] = assess(self.devices, self.whitelist, self.allocations, self.host_use, for_domain)
+            self._states[for_domain] = assess(self.devices, self.whitelist, self.allocations, self.host_use, for_domain,
+                                              self.identities, self.marks)
         return self._states[for_domain]
+
+    def use_day2(self, identities: dict[PciAddress, dict[str, Any]], marks: list[ServiceMark]) -> None:
+        """Judge by these records and marks from now on (pci_whitelist, after storing new ones)."""
+        self.identities, self.marks = dict(identities), list(marks)
+        self._states.clear()
+
+    def hardware_changes(self) -> dict[PciAddress, list[str]]:
+        """Every device pci_whitelist recorded that is not what it was (or is gone), with what changed."""
+        return hardware_changes(self.devices, self.identities) if self.identities else {}
+
+    @property
+    def host_mark(self) -> ServiceMark | None:
+        """The out-of-service mark on the whole host, if any."""
+        return host_mark(self.marks)
 
     def group_members(self, device: PciDevice) -> list[PciAddress]:
         """Every address in the device's IOMMU group, itself included; [] when the IOMMU is off."""

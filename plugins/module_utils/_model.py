@@ -288,6 +288,8 @@ class DeviceState:
     reason: str | None = None
     allocation: Allocation | None = None
     host_use: tuple[str, ...] = ()     # why the host needs it (whitelisted, unallocated devices only)
+    hardware_changes: tuple[str, ...] = ()   # how it differs from what pci_whitelist recorded (whitelisted devices)
+    out_of_service: Any = None         # the _day2.ServiceMark that takes it out of service (whitelisted devices)
 
 
 @dataclass

@@ -16,8 +16,15 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from ansible_collections.passthrough.libvirt.plugins.module_utils._day2 import (
+    ServiceMark,
+    hardware_changes,
+    hardware_reason,
+    host_mark,
+    mark_of,
+)
 from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import DeviceSpec, Whitelist
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
     DEV_TYPE_PF,
@@ -69,15 +76,20 @@ def host_use_reason(uses: Iterable[str]) -> str:
 
 def assess(devices: Mapping[PciAddress, PciDevice], whitelist: Whitelist,
            allocations: Mapping[PciAddress, Allocation] | None,
-           host_use: Any = None, for_domain: str | None = None) -> dict[PciAddress, DeviceState]:
+           host_use: Any = None, for_domain: str | None = None,
+           identities: Mapping[PciAddress, Mapping[str, Any]] | None = None,
+           marks: Sequence[ServiceMark] = ()) -> dict[PciAddress, DeviceState]:
     """Each device's status. ``allocations`` None: libvirt could not be read, so nothing is known to be free.
 
     ``host_use`` (an object with ``of(address) -> [reasons]``) makes whitelisted devices the host
     uses unavailable; the reasons are kept in ``DeviceState.host_use`` (a run with ``force`` may
     lift that block, and only that one). ``for_domain`` (a domain UUID): IOMMU group siblings that
-    domain holds do not block.
+    domain holds do not block. ``identities`` (what pci_whitelist recorded) and ``marks`` (out of
+    service) block whitelisted devices first: a changed device is held back whatever else holds.
     """
     specs = {address: (None if device.is_bridge else whitelist.match(device, devices)) for address, device in devices.items()}
+    changed = hardware_changes(devices, {a: r for a, r in identities.items() if a in devices and specs.get(a) is not None}) \
+        if identities else {}
     groups: dict[int, list[PciDevice]] = {}
     for device in devices.values():
         if device.iommu_group is not None and not device.is_bridge:
@@ -86,17 +98,21 @@ def assess(devices: Mapping[PciAddress, PciDevice], whitelist: Whitelist,
     for address, device in devices.items():
         spec = specs[address]
         allocation = allocations.get(address) if allocations is not None else None
+        changes = tuple(changed.get(address, ()))
+        mark = mark_of(list(marks), device, spec.tags) if marks and spec is not None else None
         if allocation is not None:
-            states[address] = DeviceState(device, spec, STATUS_ALLOCATED, allocation=allocation)
+            states[address] = DeviceState(device, spec, STATUS_ALLOCATED, allocation=allocation, hardware_changes=changes,
+                                          out_of_service=mark)
         elif allocations is None:
-            states[address] = DeviceState(device, spec, STATUS_UNKNOWN)
+            states[address] = DeviceState(device, spec, STATUS_UNKNOWN, hardware_changes=changes, out_of_service=mark)
         elif spec is None:
             states[address] = DeviceState(device, None, STATUS_UNMANAGED)
         else:
             uses = tuple(host_use.of(address)) if host_use is not None else ()
-            reason = _blocked(device, spec, allocations, groups, for_domain) or (host_use_reason(uses) if uses else None)
+            reason = (hardware_reason(list(changes)) if changes else None) or (mark.why() if mark is not None else None) \
+                or _blocked(device, spec, allocations, groups, for_domain) or (host_use_reason(uses) if uses else None)
             states[address] = DeviceState(device, spec, STATUS_UNAVAILABLE if reason else STATUS_AVAILABLE, reason,
-                                          host_use=uses)
+                                          host_use=uses, hardware_changes=changes, out_of_service=mark)
     return states
 
 
@@ -454,13 +470,14 @@ def free_per_alias(aliases: Mapping[str, Alias], free: list[Candidate]) -> dict[
 # -- mediated devices -------------------------------------------------------------------------------
 
 def mdev_pools(parents: list[MdevParent], mdevs: list[Mdev], domains: list[DomainInfo] | None, whitelist: Whitelist,
-               devices: Mapping[PciAddress, PciDevice], names: Any = None) -> list[dict[str, Any]]:
+               devices: Mapping[PciAddress, PciDevice], names: Any = None, marks: Sequence[ServiceMark] = ()) -> list[dict[str, Any]]:
     """One pool per whitelisted (parent, mdev type), as Nova reports a VGPU inventory per physical GPU.
 
     ``count`` (free) is what the parent can still create (``available_instances``) plus the mdevs of the type
     that exist and no domain holds; ``allocated`` the mdevs a domain holds (live or persistent); ``total``
     both. With ``domains`` None (libvirt unreadable) nothing is known to be free: every existing mdev is
-    ``unavailable`` and so is the capacity.
+    ``unavailable`` and so is the capacity. A parent out of service (``marks``: the host, or the PCI parent by address,
+    PF or alias) gives nothing: what it could give is ``unavailable``.
     """
     held = {item.uuid for info in domains or () for item in info.mdevs_live + info.mdevs_config}
     result = []
@@ -488,12 +505,18 @@ def mdev_pools(parents: list[MdevParent], mdevs: list[Mdev], domains: list[Domai
                 pool['unavailable'], pool['count'], pool['allocated'] = pool['count'], 0, 0
                 pool['unavailable_reasons'] = {'allocations unknown: libvirt cannot be read': pool['unavailable']}
                 pool['free_mdevs'] = []
+            mark = (mark_of(list(marks), device, spec.tags) if device is not None else host_mark(list(marks))) if marks else None
+            if mark is not None and pool['count']:
+                pool['unavailable'] += pool['count']
+                pool['unavailable_reasons'] = {mark.why(): pool['count']}
+                pool['count'], pool['free_mdevs'] = 0, []
             result.append(pool)
     return result
 
 
 def vgpu_pools(vgpus: Mapping[PciAddress, Vgpu], devices: Mapping[PciAddress, PciDevice],
-               allocations: Mapping[PciAddress, Allocation] | None, whitelist: Whitelist, names: Any = None) -> list[dict[str, Any]]:
+               allocations: Mapping[PciAddress, Allocation] | None, whitelist: Whitelist, names: Any = None,
+               marks: Sequence[ServiceMark] = ()) -> list[dict[str, Any]]:
     """One pool per PF and whitelisted vGPU type of NVIDIA SR-IOV vGPU VFs (kernel 6.8 and later).
 
     A free VF (no domain holds it, no other type set) counts in the pool of every admitted type it can take;
@@ -525,9 +548,14 @@ def vgpu_pools(vgpus: Mapping[PciAddress, Vgpu], devices: Mapping[PciAddress, Pc
                     pool['allocated'] += 1
                     pool['total'] += 1
             elif vgpu.current in (None, type_id):
-                pool['count'] += 1
                 pool['total'] += 1
-                pool['free_addresses'].append(str(address))
+                mark = mark_of(list(marks), device, spec.tags) if marks else None
+                if mark is not None:      # out of service: counted, not given
+                    pool['unavailable'] += 1
+                    pool['unavailable_reasons'][mark.why()] = pool['unavailable_reasons'].get(mark.why(), 0) + 1
+                else:
+                    pool['count'] += 1
+                    pool['free_addresses'].append(str(address))
     return [grouped[key] for key in sorted(grouped)]
 
 

@@ -38,7 +38,7 @@ def vf_facts(config: VfConfig | None) -> dict[str, Any]:
 
 def extra_info(device: PciDevice, allocation: Allocation | None, group_members: list[PciAddress],
                nic: NicInfo | None = None, vf_index: int | None = None, vgpu: Vgpu | None = None,
-               mdev_types: list[str] | None = None) -> dict[str, Any]:
+               mdev_types: list[str] | None = None, state: DeviceState | None = None) -> dict[str, Any]:
     """Facts that apply to this device only, like Nova's extra_info: a key is absent when it does not apply.
 
     ``nic``: a NIC PF's own network facts, or for a NIC VF its PF's (with ``vf_index``, the VF's index there).
@@ -74,6 +74,10 @@ def extra_info(device: PciDevice, allocation: Allocation | None, group_members: 
         info['is_bridge'] = True
     if group_members:
         info['iommu_group_members'] = [str(member) for member in group_members]
+    if state is not None and state.hardware_changes:
+        info['hardware_changes'] = list(state.hardware_changes)
+    if state is not None and state.out_of_service is not None:
+        info['out_of_service'] = state.out_of_service.result()
     if allocation is not None:
         info['allocated_live'] = allocation.live
         info['allocated_persistent'] = allocation.persistent
@@ -111,7 +115,7 @@ def device_record(state: DeviceState, names: PciIds, group_members: list[PciAddr
         'instance_uuid': allocation.domain_uuid if allocation else None,
         'instance_name': allocation.domain_name if allocation else None,
         'attachment_id': allocation.attachment_id if allocation else None,
-        'extra_info': extra_info(device, allocation, group_members, nic, vf_index, vgpu, mdev_types),
+        'extra_info': extra_info(device, allocation, group_members, nic, vf_index, vgpu, mdev_types, state),
     }
 
 
@@ -146,6 +150,13 @@ def server_device(domain_uuid: str, address: PciAddress, attachment_id: str | No
         record.update(facts)
         record['interface'] = hostdev is not None and hostdev.kind == 'interface'
     return record
+
+
+def day2_records(snapshot_changes: dict[PciAddress, list[str]], marks: list[Any]) -> dict[str, list[dict[str, Any]]]:
+    """``hardware_changes`` (each recorded device that is not what it was, or is gone) and ``out_of_service`` (the
+    stored marks) as pci_device_info and hypervisor_pci_stats return them."""
+    return {'hardware_changes': [{'address': str(address), 'changes': changes} for address, changes in sorted(snapshot_changes.items())],
+            'out_of_service': [mark.result() for mark in marks]}
 
 
 def server_mdev(domain_uuid: str, mdev: MdevHostdev, alias: str | None, type_id: str | None, parent: str | None) -> dict[str, Any]:

@@ -158,6 +158,23 @@ hypervisor:
           description: Device name from pci.ids; V(null) when unknown.
           type: str
           sample: Ethernet Virtual Function 700 Series
+    hardware_changes:
+      description:
+        - The devices M(passthrough.libvirt.pci_whitelist) recorded that are not what they were - C(address) and
+          C(changes) (C(product_id 10d3 → 10d4), C(IOMMU group 12 → 14), C(device removed), ...). Until the change
+          is accepted (O(passthrough.libvirt.pci_whitelist#module:accept_hardware_changes)) such a device counts as
+          unavailable in its pool.
+      type: list
+      elements: dict
+      sample: [{address: "0000:3c:00.0", changes: ["subsystem_product_id 1533 → 1534"]}]
+    out_of_service:
+      description:
+        - The out-of-service marks stored on the host (O(passthrough.libvirt.pci_whitelist#module:out_of_service)) -
+          C(kind) (V(address), V(pf), V(alias) or V(host)), C(target), C(mode) and C(reason). The devices they
+          cover count as unavailable, with the mark as the reason; a mark on the host covers its mdev and vGPU pools too.
+      type: list
+      elements: dict
+      sample: [{kind: host, target: null, mode: drain, reason: "BIOS update, change 2231"}]
 ansible_facts:
   description: Facts set on the host.
   returned: success
@@ -170,6 +187,14 @@ ansible_facts:
     pci_hypervisor_hostname:
       description: The same value as RV(hypervisor.hypervisor_hostname).
       type: str
+    pci_hardware_changes:
+      description: The same list as RV(hypervisor.hardware_changes).
+      type: list
+      elements: dict
+    pci_out_of_service:
+      description: The same list as RV(hypervisor.out_of_service).
+      type: list
+      elements: dict
 aliases_free:
   description: For each alias of O(aliases), how many devices of it the host can still give (one alias at a time).
   returned: when O(aliases) is given
@@ -183,6 +208,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import with_host_options
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostSnapshot
+from ansible_collections.passthrough.libvirt.plugins.module_utils._records import day2_records
 from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import (
     candidates,
     free_per_alias,
@@ -208,15 +234,18 @@ def run(params: dict) -> dict:
     stats = pools(states, snapshot.names)
     slicing = any(entry.is_mdev for entry in snapshot.whitelist.entries)
     parents = snapshot.mdev_parents if slicing else []
-    slices = mdev_pools(parents, snapshot.mdevs, snapshot.domains, snapshot.whitelist, snapshot.devices, snapshot.names) if parents else []
+    slices = mdev_pools(parents, snapshot.mdevs, snapshot.domains, snapshot.whitelist, snapshot.devices, snapshot.names,
+                        snapshot.marks) if parents else []
     vgpus = snapshot.vgpus if slicing else {}
     if vgpus:
-        slices += vgpu_pools(vgpus, snapshot.devices, snapshot.allocations, snapshot.whitelist, snapshot.names)
+        slices += vgpu_pools(vgpus, snapshot.devices, snapshot.allocations, snapshot.whitelist, snapshot.names, snapshot.marks)
     stats += slices
+    day2 = day2_records(snapshot.hardware_changes(), snapshot.marks)
     result = dict(
         changed=False,
-        hypervisor=dict(hypervisor_hostname=snapshot.hostname, pci_stats=stats),
-        ansible_facts=dict(pci_stats=stats, pci_hypervisor_hostname=snapshot.hostname),
+        hypervisor=dict(hypervisor_hostname=snapshot.hostname, pci_stats=stats, **day2),
+        ansible_facts=dict(pci_stats=stats, pci_hypervisor_hostname=snapshot.hostname,
+                           pci_hardware_changes=day2['hardware_changes'], pci_out_of_service=day2['out_of_service']),
     )
     if params['aliases'] is not None:
         result['aliases_free'] = free_per_alias(aliases, candidates(states))

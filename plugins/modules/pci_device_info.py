@@ -242,6 +242,26 @@ mdev_parents:
       types:
         - {type_id: mtty-2, name: Dual port serial, description: null, device_api: vfio-pci, available_instances: 11,
            mdevs: [6f1c4e1e-2d6a-4a39-9b3c-7f2b8a3c1d20]}
+hardware_changes:
+  description:
+    - Every device M(passthrough.libvirt.pci_whitelist) recorded that is not what it was - C(address) and C(changes)
+      (C(vendor_id), C(product_id), C(subsystem_vendor_id), C(subsystem_product_id), C(class), C(IOMMU group),
+      C(IOMMU group members), C(PF), C(VF index), C(VF count), each C(old → new); or C(device removed)). Empty when
+      nothing changed. M(passthrough.libvirt.pci_whitelist) with O(passthrough.libvirt.pci_whitelist#module:accept_hardware_changes)
+      accepts a change.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{address: "0000:3c:00.0", changes: ["subsystem_product_id 1533 → 1534"]}, {address: "0000:3b:02.3", changes: ["device removed"]}]
+out_of_service:
+  description:
+    - The out-of-service marks stored on the host by M(passthrough.libvirt.pci_whitelist) - C(kind) (V(address),
+      V(pf), V(alias) or V(host)), C(target) (the address or alias name; V(null) for the host), C(mode) (V(no-new) or
+      V(drain)) and C(reason).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{kind: pf, target: "0000:3b:00.0", mode: no-new, reason: "flapping link, ticket 4711"}]
 mdevs:
   description:
     - Every mediated device that exists (C(/sys/bus/mdev/devices/<uuid>)) - C(uuid), C(parent) (its parent's name),
@@ -451,6 +471,19 @@ pci_devices:
         inner_address:
           description: The guest-side PCI address libvirt gave the device. Only while a running domain holds it.
           type: str
+        hardware_changes:
+          description:
+            - How the device differs from what M(passthrough.libvirt.pci_whitelist) recorded when it took it (for
+              example C(product_id 10d3 → 10d4)). Whitelisted devices with a change only; such a device is
+              V(unavailable) until the change is accepted.
+          type: list
+          elements: str
+        out_of_service:
+          description:
+            - The out-of-service mark that covers the device - C(kind), C(target), C(mode), C(reason) (see
+              RV(out_of_service)). Whitelisted devices under a mark only; a free one is V(unavailable), one a domain
+              holds stays V(allocated).
+          type: dict
       sample:
         revision: "02"
         phys_function: "0000:3b:00.0"
@@ -471,7 +504,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._model import 
     DEV_TYPES, STATUSES, DeviceState, NicInfo, PciAddress, PciAddressError, PciDevice,
 )
 from ansible_collections.passthrough.libvirt.plugins.module_utils._pciids import PciIds
-from ansible_collections.passthrough.libvirt.plugins.module_utils._records import device_record, mdev_records, server_device
+from ansible_collections.passthrough.libvirt.plugins.module_utils._records import day2_records, device_record, mdev_records, server_device
 
 # The keys of a record of pci_devices (device_record's), in their order: what fields may name.
 DEVICE_FIELDS = ('address', 'dev_id', 'dev_type', 'vendor_id', 'product_id', 'vendor_name', 'product_name', 'class_id',
@@ -537,6 +570,7 @@ def run(params: dict) -> tuple[dict, list[str]]:
         pci_devices=devices,
         stored_device_spec=_stored_device_spec(params, warnings),
     )
+    result.update(day2_records(snapshot.hardware_changes(), snapshot.marks))
     mdevs = snapshot.mdevs
     result['mdev_parents'], result['mdevs'] = mdev_records(snapshot.mdev_parents, mdevs, snapshot.domains if mdevs else [])
     if address is not None:

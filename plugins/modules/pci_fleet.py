@@ -151,7 +151,10 @@ fleet:
       elements: dict
     hosts:
       description: One entry per host, in the order given - C(name), C(status) (C(ok) or C(missing)), C(reason) (why
-        missing), C(hypervisor_hostname), C(totals) and C(pools) (the host's C(pci_stats)).
+        missing), C(hypervisor_hostname), C(totals), C(pools) (the host's C(pci_stats)), C(hardware_changes) and
+        C(out_of_service) (the host's facts C(pci_hardware_changes) and C(pci_out_of_service) from
+        M(passthrough.libvirt.hypervisor_pci_stats); the HTML page lists them per host). A host marked out of service
+        as a whole is never a candidate.
       type: list
       elements: dict
     missing:

@@ -55,7 +55,40 @@ options:
         M(passthrough.libvirt.pci_device_info) and the collection's C(docs/whitelist.md) for the keys.
       - A PF's exact C(address) or its C(devname) also names its VFs; C("0000:3b:00.0#0-3") names only
         those VFs.
-      - Required with O(state=present).
+      - With O(state=present) and no O(device_spec), the stored whitelist stays as it is (a run that only sets
+        O(out_of_service) or O(accept_hardware_changes)); one of the three is required with O(state=present).
+    type: list
+    elements: dict
+  accept_hardware_changes:
+    description:
+      - This module records what each whitelisted device is (ids, subsystem ids, class, IOMMU group and its
+        members, PF, VF index and VF count). A device found different later - a card swapped, a firmware
+        update that changed an id, a kernel that regrouped the IOMMU, a VF count changed by something else,
+        the device gone - is V(unavailable) in every module with the reason C(hardware changed - <what, old →
+        new>), and this module neither binds it nor gives it back, until the change is accepted here.
+      - The PCI addresses whose changes to accept (their new identity is recorded; a gone device's record is
+        dropped), or V(all). Changes this run makes itself (VF counts of O(sriov)) need no acceptance.
+    type: list
+    elements: str
+  out_of_service:
+    description:
+      - Out-of-service marks, stored on the host; the list replaces the stored one (V([]) clears every mark,
+        omitted keeps them). A marked device that no domain holds is V(unavailable) in every module with the
+        reason C(out of service (<mode>, <what>) - <reason>); pools count it so and M(passthrough.libvirt.pci_fleet)
+        never proposes it. Devices domains hold keep their status and report the mark.
+      - Each mark names exactly one of C(address) (a device), C(pf) (a PF by address or interface name, with
+        all its VFs), C(alias) (every device an alias of O(aliases) matches) or C(host=true) (every device of
+        the host, and its mediated devices), with C(reason) (text, required) and C(mode) - V(no-new) (the
+        default - nothing new is given, what guests hold stays) or V(drain) (the marked devices are also taken
+        out of every domain that holds them, as by M(passthrough.libvirt.pci_attachment) with O(state=drained)).
+      - O(state=absent) removes every mark.
+    type: list
+    elements: dict
+  aliases:
+    description:
+      - The aliases that O(out_of_service) marks with C(alias) name, in the form of
+        M(passthrough.libvirt.pci_attachment)'s O(passthrough.libvirt.pci_attachment#module:aliases). A mark keeps
+        its alias's entries, so later runs match by them.
     type: list
     elements: dict
   driver:
@@ -126,6 +159,15 @@ EXAMPLES = r'''
   check_mode: true
   diff: true
 
+- name: Take a flapping NIC's PF and its VFs out of service (nothing new lands on them; the whitelist stays)
+  passthrough.libvirt.pci_whitelist:
+    out_of_service:
+      - {pf: ens1f0, reason: "flapping link, ticket 4711"}
+
+- name: The card in 0000:3b:00.0 was replaced on purpose - accept its new identity
+  passthrough.libvirt.pci_whitelist:
+    accept_hardware_changes: ["0000:3b:00.0"]
+
 - name: Give everything back to the host
   passthrough.libvirt.pci_whitelist:
     state: absent
@@ -183,6 +225,45 @@ unavailable:
       description: Why no guest can have it.
       type: str
   sample: [{address: "0000:19:00.0", reason: "the host uses it: network interface eno1 carries the default route"}]
+hardware_changes:
+  description:
+    - The whitelisted devices found different from what this module recorded when it took them, with what
+      changed - those accepted by O(accept_hardware_changes) in this run (recorded anew) and those still held
+      back (never bound, V(unavailable) everywhere).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    address:
+      description: The device.
+      type: str
+    changes:
+      description: What changed, one phrase each (C(product_id 10d3 → 10d4), C(IOMMU group 12 → 14), C(device removed), ...).
+      type: list
+      elements: str
+    accepted:
+      description: Whether this run accepted the change.
+      type: bool
+  sample: [{address: "0000:3b:00.0", changes: ["subsystem_product_id 0000 → 1533"], accepted: false}]
+out_of_service:
+  description: The out-of-service marks now stored on the host.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    kind:
+      description: V(address), V(pf), V(alias) or V(host).
+      type: str
+    target:
+      description: The device or PF address, or the alias name; V(null) for the host.
+      type: str
+    mode:
+      description: V(no-new) or V(drain).
+      type: str
+    reason:
+      description: Why, as the operator gave it.
+      type: str
+  sample: [{kind: pf, target: "0000:3b:00.0", mode: no-new, reason: "flapping link, ticket 4711"}]
 whitelist:
   description: The whitelist now stored on the host; V(null) after O(state=absent).
   returned: always
@@ -204,6 +285,9 @@ def argument_spec() -> dict:
         device_spec=dict(type='list', elements='dict'),
         driver=dict(type='str', default='vfio-pci'),
         sriov=dict(type='list', elements='dict', options=dict(pf=dict(type='str', required=True), numvfs=dict(type='int', required=True))),
+        accept_hardware_changes=dict(type='list', elements='str'),
+        out_of_service=dict(type='list', elements='dict'),
+        aliases=dict(type='list', elements='dict'),
         persist=dict(type='bool', default=False),
         persist_path=dict(type='path', default=DEFAULT_RULES_PATH),
         force=dict(type='bool', default=False),

@@ -19,11 +19,12 @@ LAYERS = {
     '_errors': 0,
     '_model': 1,
     '_devspec': 2, '_alias': 2,
-    '_pools': 3,
-    '_fleet': 4, '_pciids': 4, '_sysfs': 4, '_hostuse': 4, '_libvirt': 4, '_atomic': 4, '_iplink': 4, '_mdev': 4,
-    '_host': 5, '_records': 5,
-    '_binding': 6, '_attachment': 6,
-    '_argspec': 7,
+    '_day2': 3,
+    '_pools': 4,
+    '_fleet': 5, '_pciids': 5, '_sysfs': 5, '_hostuse': 5, '_libvirt': 5, '_atomic': 5, '_iplink': 5, '_mdev': 5,
+    '_host': 6, '_records': 6,
+    '_binding': 7, '_attachment': 7,
+    '_argspec': 8,
 }
 
 

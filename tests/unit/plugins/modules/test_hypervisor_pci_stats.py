@@ -34,7 +34,8 @@ def test_pools_facts_and_alias_counts(run_module, host):
     result = run.result
     assert result['changed'] is False
     stats = result['hypervisor']['pci_stats']
-    assert result['ansible_facts'] == {'pci_stats': stats, 'pci_hypervisor_hostname': result['hypervisor']['hypervisor_hostname']}
+    assert result['ansible_facts'] == {'pci_stats': stats, 'pci_hypervisor_hostname': result['hypervisor']['hypervisor_hostname'],
+                                       'pci_hardware_changes': [], 'pci_out_of_service': []}
     assert [(p['product_id'], p['numa_node'], p['count'], p['total'], p['allocated'], p['unavailable']) for p in stats] == [
         ('20b5', 0, 1, 1, 0, 0), ('20b5', 1, 1, 1, 0, 0),
         ('154c', 0, 3, 4, 1, 0),     # 3b:02.1 is in vm-a

@@ -8,6 +8,8 @@ Which domain holds an mdev comes from libvirt's own `test:///<file>` driver.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ansible_collections.passthrough.libvirt.tests import mdev_tree, sysfs_tree
@@ -79,3 +81,22 @@ def test_a_parent_serving_mdevs_is_never_given_whole(run_module, host, tmp_path)
 def test_without_mdev_entries_no_mdev_pool(run_module, host):
     result = run_module('hypervisor_pci_stats', **dict(host, device_spec=SPEC[2:])).result
     assert all(p['dev_type'] != 'type-MDEV' for p in result['hypervisor']['pci_stats'])
+
+
+@pytest.mark.parametrize('mark, held_back', [
+    ({'host': True, 'mode': 'no-new', 'reason': 'BIOS update'}, {'nvidia-470', 'mtty-2'}),
+    ({'address': '0000:3c:00.0', 'mode': 'no-new', 'reason': 'fan failure'}, {'nvidia-470'}),   # a virtual parent: only the host's mark
+])
+def test_out_of_service_marks_cover_mdev_pools(run_module, host, tmp_path, mark, held_back):
+    (tmp_path / 'state.json').write_text(json.dumps({'version': 1, 'out_of_service': [mark]}))
+    result = run_module('hypervisor_pci_stats', aliases=ALIASES, **host).result
+    slices = {p['mdev_type']: p for p in result['hypervisor']['pci_stats'] if p['dev_type'] == 'type-MDEV'}
+    label = 'the host' if 'host' in mark else f'address {mark["address"]}'
+    for type_id, pool in slices.items():
+        if type_id in held_back:
+            assert pool['count'] == 0 and pool['free_mdevs'] == []
+            assert pool['unavailable_reasons'] == {f'out of service (no-new, {label}): {mark["reason"]}': pool['unavailable']}
+        else:
+            assert pool['count'] > 0 and pool['unavailable'] == 0
+    assert result['aliases_free']['serial'] == (0 if 'mtty-2' in held_back else 11)
+    assert result['aliases_free']['vgpu'] == 0

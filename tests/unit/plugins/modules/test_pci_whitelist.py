@@ -79,8 +79,9 @@ def test_check_then_run_then_again(host):
     assert driver(host, '0000:86:00.0') == 'vfio-pci'            # held by vm-a: left alone
     state = json.loads((host.tmp / 'etc/state.json').read_text())
     assert state['original_drivers'] == {'0000:3c:00.0': 'nvidia'} and state['device_spec'] == GPUS
-    assert done['diff'] == {'before': {'device_spec': None, 'drivers': {}, 'sriov_numvfs': done['diff']['before']['sriov_numvfs']},
-                            'after': {'device_spec': GPUS, 'drivers': {'0000:3c:00.0': 'vfio-pci'},
+    assert done['diff'] == {'before': {'device_spec': None, 'out_of_service': [], 'drivers': {},
+                                       'sriov_numvfs': done['diff']['before']['sriov_numvfs']},
+                            'after': {'device_spec': GPUS, 'out_of_service': [], 'drivers': {'0000:3c:00.0': 'vfio-pci'},
                                       'sriov_numvfs': done['diff']['before']['sriov_numvfs']}}
 
     writes = len(host.kernel.writes)
@@ -162,7 +163,7 @@ def test_vfs_held_by_a_domain_block_a_new_count(host, tmp_path):
     ({'device_spec': GPUS, 'sriov': [{'pf': 'ens2np0', 'numvfs': 99}]},
      'sriov[0].numvfs: 99 must be a whole number from 0 to 8 (sriov_totalvfs of 0000:5e:00.0)'),
     ({'device_spec': GPUS, 'sysfs_root': '/nonexistent'}, "sysfs_root '/nonexistent' does not exist or is not a directory"),
-    ({}, 'state is present but all of the following are missing: device_spec'),
+    ({}, 'state is present but any of the following are missing: device_spec, out_of_service, accept_hardware_changes'),
 ])
 def test_bad_input_through_the_module_changes_nothing(run_module, tmp_path, args, message):
     root = tmp_path / 'sys'
@@ -174,3 +175,18 @@ def test_bad_input_through_the_module_changes_nothing(run_module, tmp_path, args
     assert 'Traceback' not in run.stderr
     assert sorted(p.name for p in (root / 'bus/pci/drivers/vfio-pci').iterdir()) == before
     assert not (tmp_path / 'state.json').exists()
+
+
+def test_a_device_whose_hardware_changed_is_neither_bound_nor_given_back_until_accepted(host):
+    host(device_spec=GPUS, driver=None)                      # recorded, left on nvidia
+    uevent = host.tmp / 'sys/bus/pci/devices/0000:3c:00.0/uevent'
+    uevent.write_text(uevent.read_text().replace('PCI_SUBSYS_ID=10DE:1533', 'PCI_SUBSYS_ID=10DE:1534'))
+    held = host(device_spec=GPUS)
+    assert held['bound'] == [] and driver(host, '0000:3c:00.0') == 'nvidia' and host.kernel.writes == []
+    assert any('0000:3c:00.0: not bound to vfio-pci: hardware changed: subsystem_product_id 1533 \u2192 1534' in w for w in held['warnings'])
+    accepted = host(device_spec=GPUS, accept_hardware_changes=['0000:3c:00.0'])
+    assert accepted['bound'] == ['0000:3c:00.0'] and driver(host, '0000:3c:00.0') == 'vfio-pci'
+    uevent.write_text(uevent.read_text().replace('PCI_SUBSYS_ID=10DE:1534', 'PCI_SUBSYS_ID=10DE:1535'))
+    kept = host(device_spec=[])                               # it left the whitelist, changed: it stays where it is
+    assert kept['restored'] == [] and driver(host, '0000:3c:00.0') == 'vfio-pci'
+    assert json.loads((host.tmp / 'etc/state.json').read_text())['original_drivers'] == {'0000:3c:00.0': 'nvidia'}
