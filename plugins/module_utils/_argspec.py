@@ -33,7 +33,8 @@ def with_host_options(**options: dict[str, Any]) -> dict[str, dict[str, Any]]:
 PCI_ATTACHMENT_RULES: dict[str, Any] = dict(
     mutually_exclusive=[('request', 'addresses', 'attachment_ids')],
     required_if=[('state', 'present', ('request', 'addresses'), True),
-                 ('state', 'absent', ('request', 'addresses', 'attachment_ids'), True)],
+                 ('state', 'absent', ('request', 'addresses', 'attachment_ids'), True),
+                 ('state', 'present', ('domain',)), ('state', 'absent', ('domain',)), ('state', 'query', ('domain',))],
     required_by={'request': 'aliases'},
 )
 PCI_WHITELIST_RULES: dict[str, Any] = dict(

@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import Alias, AliasRequest, parse_aliases, parse_request
 from ansible_collections.passthrough.libvirt.plugins.module_utils._atomic import write_atomic
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import ChangeFailed, PassthroughError, Refused
-from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostLock, HostSnapshot
+from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostLock, HostSnapshot, load_state, save_state
 from ansible_collections.passthrough.libvirt.plugins.module_utils._iplink import IpLink
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import (
     DomainHandle,
@@ -71,6 +71,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._records impor
 
 # How long a device gone from the live XML may wait for its device-removed event.
 EVENT_GRACE = 2.0
+DEFAULT_MDEVCTL_DIR = '/etc/mdevctl.d'     # where mdevctl keeps its definitions
 FORCE_HINT = 'force: true to take it anyway'
 
 
@@ -593,6 +594,8 @@ class Outcome:
     confirmed: dict[str, str] = field(default_factory=dict)    # attachment id -> how its removal was confirmed
     # Gone from the running domain, but its persistent detach failed: the rollback plugs it back in.
     half_detached: list[Attachment] = field(default_factory=list)
+    stuck: list[tuple[Attachment, str]] = field(default_factory=list)   # not detached, and why
+    problems: list[str] = field(default_factory=list)       # a drain: detached, but something was not given back
 
 
 class Attacher:
@@ -600,8 +603,9 @@ class Attacher:
 
     def __init__(self, dom: Any, domain: DomainState, live: bool, config: bool, timeout: float,
                  new_id: Callable[[], str] = lambda: str(uuid.uuid4()), net: Any = None, mdev: Any = None,
-                 mdevctl_dir: str | None = None) -> None:
+                 mdevctl_dir: str | None = None, atomic: bool = True) -> None:
         self.dom = dom
+        self.atomic = atomic
         self.domain = domain
         self.live = live
         self.config = config
@@ -612,6 +616,7 @@ class Attacher:
         self.mdevctl_dir = mdevctl_dir or None     # where mdevctl keeps definitions: a persistent mdev outlives a reboot
         self.outcome = Outcome()
         self._metadata_touched = False
+        self._asked: dict[str, str | None] = {}
 
     def _new(self, planned: PlannedAttach, taken: set[str]) -> Attachment:
         item = Attachment(self.new_id(), planned.address, planned.alias, self.live, self.config)
@@ -690,38 +695,105 @@ class Attacher:
         self.dom.set_metadata(records, self.live, self.config)
 
     def _detach_all(self, items: list[Attachment]) -> None:
-        if self.live and self.domain.active:
-            self.dom.watch_removals()
+        """Detach every item: each live unplug is asked for first, then all are confirmed together (a guest releases
+        them in parallel, so N devices take about the time of one), then each leaves the persistent definition and
+        what it held (mdev, vGPU type, VF settings) is given back."""
+        self.ask_unplugs(items)
+        self.finish_detaches(items, time.monotonic() + self.timeout)
+
+    def ask_unplugs(self, items: list[Attachment]) -> None:
+        """Phase one: ask libvirt to unplug every item the running domain has (no waiting)."""
+        self._asked: dict[str, str | None] = {}
+        if not (self.live and self.domain.active):
+            return
+        self.dom.watch_removals()
+        present = self.dom.live_aliases()
+        for item in items:
+            if item.live and item.libvirt_alias in present:
+                try:
+                    self.dom.detach(item.libvirt_alias, True, False)
+                    self._asked[item.attachment_id] = None
+                except PassthroughError as exc:
+                    self._asked[item.attachment_id] = f'live detach failed: {exc}'
+
+    def _confirm_live(self, item: Attachment, deadline: float) -> str | None:
+        """Wait, up to ``deadline``, for the unplug asked for in phase one; None once it is gone (or was never live)."""
+        if item.attachment_id not in self._asked:
+            self.outcome.confirmed[item.attachment_id] = 'persistent configuration'
+            return None
+        if self._asked[item.attachment_id]:
+            return self._asked[item.attachment_id]
+        outcome = wait_removed(self.dom, item.libvirt_alias, max(0.0, deadline - time.monotonic()))
+        if outcome == 'failed':
+            return 'the guest refused the unplug (device-removal-failed); still attached'
+        if outcome == 'timeout':
+            return f'still attached: the guest did not release it within {self.timeout:g} s'
+        self.outcome.confirmed[item.attachment_id] = 'device-removed event' if outcome == 'event' else 'gone from the live XML'
+        return None
+
+    def finish_detaches(self, items: list[Attachment], deadline: float) -> None:
+        """Phase two: confirm each unplug, take it out of the persistent definition, give back what it held.
+
+        Atomic (the default): the first device that fails stops the run - the ones already out are put back by the
+        rollback, and those that only left the running domain are plugged back in. Not atomic (a drain): a device that
+        fails is reported in ``outcome.stuck`` and stays accounted for (attached, its record kept); the others go on.
+        """
         # The domain state read under the lock says which of ours are in the persistent definition.
         in_config = {item.libvirt_alias for item in self.domain.attachments if item.config} if self.config else set()
+        failed = []
         for item in items:
-            problem = self._remove(item, in_config)
+            problem = self._confirm_live(item, deadline)
+            if problem is None and failed and self.atomic:
+                # An earlier device failed: this one only leaves the running domain; the rollback plugs it back in.
+                if self.outcome.confirmed.get(item.attachment_id) != 'persistent configuration':
+                    self.outcome.half_detached.append(item)
+                continue
+            if problem is None and self.config and item.libvirt_alias in in_config:
+                try:
+                    self.dom.detach(item.libvirt_alias, False, True)
+                except PassthroughError as exc:
+                    if self.outcome.confirmed.get(item.attachment_id) != 'persistent configuration':
+                        self.outcome.half_detached.append(item)
+                    problem = f'persistent detach failed: {exc}'
             if problem:
-                raise ChangeFailed(f'{item.label} (attachment {item.attachment_id}): {problem}')
+                failed.append(f'{item.label} (attachment {item.attachment_id}): {problem}')
+                self.outcome.stuck.append((item, problem))
+                continue
             self.outcome.detached.append(item)
-            if (item.mdev or {}).get('created') and self._gone_everywhere(item):
-                try:
-                    self.mdev.remove(item.mdev['uuid'])
-                except PassthroughError as exc:
-                    raise ChangeFailed(f'{item.label} (attachment {item.attachment_id}): detached, but the mdev this collection '
-                                       f'created for it was not removed: {exc}') from None
-                self.outcome.mdevs_removed.append(item)
-                self._undefine(item.mdev)
-            if item.vgpu is not None and self._gone_everywhere(item):
-                try:
-                    self.mdev.set_vgpu_type(item.address, item.vgpu['was'] or 0)
-                except PassthroughError as exc:
-                    raise ChangeFailed(f'{item.label} (attachment {item.attachment_id}): detached, but its vGPU type was not '
-                                       f'put back: {exc}') from None
-                self.outcome.vgpus_reset.append(item)
-            was = (item.interface or {}).get('was')
-            if was and item.interface.get('pf') is not None and item.interface.get('vf') is not None:
-                try:
-                    self.net.set_vf(item.interface['pf'], item.interface['vf'], was)
-                except PassthroughError as exc:
-                    raise ChangeFailed(f'{item.address} (attachment {item.attachment_id}): detached, but its VF settings '
-                                       f'were not put back: {exc}') from None
-                self.outcome.vf_restored.append(item)
+            try:
+                self._give_back(item)
+            except ChangeFailed as exc:
+                if self.atomic:
+                    raise
+                self.outcome.problems.append(str(exc))
+        if failed and self.atomic:
+            raise ChangeFailed('; '.join(failed))
+
+    def _give_back(self, item: Attachment) -> None:
+        """After a confirmed detach: remove the mdev this collection created, put a vGPU type and VF settings back."""
+        if (item.mdev or {}).get('created') and self._gone_everywhere(item):
+            try:
+                self.mdev.remove(item.mdev['uuid'])
+            except PassthroughError as exc:
+                raise ChangeFailed(f'{item.label} (attachment {item.attachment_id}): detached, but the mdev this collection '
+                                   f'created for it was not removed: {exc}') from None
+            self.outcome.mdevs_removed.append(item)
+            self._undefine(item.mdev)
+        if item.vgpu is not None and self._gone_everywhere(item):
+            try:
+                self.mdev.set_vgpu_type(item.address, item.vgpu['was'] or 0)
+            except PassthroughError as exc:
+                raise ChangeFailed(f'{item.label} (attachment {item.attachment_id}): detached, but its vGPU type was not '
+                                   f'put back: {exc}') from None
+            self.outcome.vgpus_reset.append(item)
+        was = (item.interface or {}).get('was')
+        if was and item.interface.get('pf') is not None and item.interface.get('vf') is not None:
+            try:
+                self.net.set_vf(item.interface['pf'], item.interface['vf'], was)
+            except PassthroughError as exc:
+                raise ChangeFailed(f'{item.address} (attachment {item.attachment_id}): detached, but its VF settings '
+                                   f'were not put back: {exc}') from None
+            self.outcome.vf_restored.append(item)
 
     def _definition(self, mdev: dict[str, Any]) -> str | None:
         """mdevctl's file for an mdev, ``<dir>/<parent>/<uuid>`` (parent and uuid checked when the record was read)."""
@@ -1017,3 +1089,229 @@ class AttachmentRun:
                 'orphans': [{'attachment_id': item.attachment_id, 'address': str(item.address) if item.address else None,
                              **({'mdev_uuid': item.mdev['uuid']} if item.mdev else {})} for item in domain.orphans],
                 'stale_records': list(plan.drop_records), 'warnings': list(plan.warnings)}
+
+
+# -- drain and restore (state=drained / state=restored) -----------------------------------------------------
+
+def request_text(counts: Mapping[str, int]) -> str:
+    """A request in the module's grammar: ``"a1:2,b1:1"`` (aliases in name order)."""
+    return ','.join(f'{alias}:{count}' for alias, count in sorted(counts.items()))
+
+
+class DrainRun:
+    """pci_attachment with state=drained or restored, over every domain of the host (or ``domain``).
+
+    A drain takes every attachment of this collection out of each domain - live and from the persistent definition,
+    as the domain has them - asking for every unplug of every domain first and then confirming them together by
+    their device-removed events, so a host drains in about the time of one unplug. What each domain held (its
+    aliases and counts, and devices attached by address) is kept in the host's state file and returned, so that a
+    restore re-attaches the same - on this host, or on another one given the returned records. A device a guest does
+    not release within ``timeout`` is reported and stays attached and recorded: nothing is left unaccounted for.
+
+    A restore plans every domain first (nothing changes when one cannot be met), then attaches domain by domain;
+    if one fails, what the earlier ones got is detached again.
+    """
+
+    def __init__(self, params: dict[str, Any], check_mode: bool, open_domain: Callable[[Libvirt, str], Any] = DomainHandle,
+                 mdev_sysfs: Callable[[str], Any] = MdevSysfs, only: set[str] | None = None) -> None:
+        self.params = params
+        self.check_mode = check_mode
+        self.open_domain = open_domain
+        self.mdev_sysfs = mdev_sysfs
+        self.only = only        # drain only these PCI addresses (pci_whitelist's drain marks)
+
+    def run(self) -> dict[str, Any]:
+        params = self.params
+        for key in ('request', 'addresses', 'attachment_ids', 'interface', 'live', 'persistent'):
+            if params.get(key) is not None:
+                raise Refused(f'{key}: not with state={params["state"]} (a drain takes every attachment of this collection, '
+                              'live and persistent as each domain has them; a restore gives back what the drain recorded)')
+        if params.get('drained') is not None and params['state'] != 'restored':
+            raise Refused('drained: only with state=restored (the records a drain returned, to restore on this host)')
+        timeout = params.get('timeout', 30)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+            raise Refused(f'timeout: {timeout!r} must be a number of seconds above 0 and at most 3600')
+        if not self.check_mode:
+            EventLoop.start()
+        conn = Libvirt(params['uri'], read_only=self.check_mode)
+        try:
+            with HostLock(params['config_path'], check_mode=self.check_mode):
+                state = load_state(params['config_path'])
+                if params['state'] == 'drained':
+                    return self._drain(conn, state, float(timeout))
+                return self._restore(conn, state, float(timeout))
+        finally:
+            conn.close()
+
+    # -- drain --------------------------------------------------------------------------------------------
+    def _targets(self, conn: Libvirt) -> list[tuple[Any, DomainState, list[Attachment]]]:
+        names = [self.params['domain']] if self.params.get('domain') else [info.uuid for info in conn.domains()]
+        found = []
+        for name in names:
+            dom = self.open_domain(conn, name)
+            domain = read_domain_state(dom)
+            items = [item for item in domain.attachments if self.only is None or str(item.address) in self.only]
+            if items:
+                found.append((dom, domain, items))
+        return found
+
+    def _drain(self, conn: Libvirt, state: dict[str, Any], timeout: float) -> dict[str, Any]:
+        targets = self._targets(conn)
+        if self.check_mode or not targets:
+            drained = [self._drained_record(domain, items) for _dom, domain, items in targets]
+            return {'changed': bool(targets), 'drained': drained, 'stuck': [], 'seconds': 0.0, 'warnings': []}
+        mdev = self.mdev_sysfs(self.params['sysfs_root'])
+        attachers = []
+        started = time.monotonic()
+        for dom, domain, items in targets:
+            attacher = Attacher(dom, domain, domain.active, domain.persistent, timeout, mdev=mdev,
+                                mdevctl_dir=self.params.get('mdevctl_dir'), atomic=False)
+            attacher.ask_unplugs(items)       # every unplug of every domain asked for first
+            attachers.append((attacher, items))
+        deadline = time.monotonic() + timeout
+        drained, stuck, problems = [], [], []
+        for attacher, items in attachers:
+            domain, outcome = attacher.domain, attacher.outcome
+            try:
+                attacher.finish_detaches(items, deadline)
+            except PassthroughError as exc:
+                problems.append(f'{domain.name}: {exc}')
+            gone = {item.attachment_id for item in outcome.detached}
+            if gone:
+                try:
+                    attacher._write([record for record in domain.records if record['id'] not in gone])   # pylint: disable=protected-access
+                except PassthroughError as exc:
+                    problems.append(f'{domain.name}: the metadata was not rewritten ({exc}); the next run drops the records '
+                                    'of devices that are gone')
+            stuck += [{'domain': domain.name, 'uuid': domain.uuid, 'attachment_id': item.attachment_id, 'label': item.label,
+                       'reason': why} for item, why in outcome.stuck]
+            problems += [f'{domain.name}: {text}' for text in outcome.problems]
+            if outcome.detached:
+                record = self._drained_record(domain, outcome.detached, outcome.confirmed)
+                drained.append(record)
+                self._keep(state, record)
+        seconds = round(time.monotonic() - started, 3)
+        if drained:
+            save_state(self.params['config_path'], state)
+        result = {'changed': bool(drained), 'drained': drained, 'stuck': stuck, 'seconds': seconds, 'warnings': problems}
+        if stuck:
+            result['failed'] = True
+            left = '; '.join(f'{s["domain"]}: {s["label"]} (attachment {s["attachment_id"]}): {s["reason"]}' for s in stuck)
+            result['msg'] = f'drain incomplete: {left}; {sum(len(r["devices"]) for r in drained)} other device(s) drained and recorded'
+        return result
+
+    @staticmethod
+    def _drained_record(domain: DomainState, items: list[Attachment], confirmed: Mapping[str, str] | None = None) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for item in items:
+            if item.alias:
+                counts[item.alias] = counts.get(item.alias, 0) + 1
+        return {'domain': domain.name, 'uuid': domain.uuid, 'aliases': counts, 'request': request_text(counts) or None,
+                'addresses': [str(item.address) for item in items if not item.alias and item.address is not None],
+                'devices': [dict(item.record(), live=item.live, persistent=item.config,
+                                 **({'confirmed_by': confirmed.get(item.attachment_id)} if confirmed else {})) for item in items]}
+
+    @staticmethod
+    def _keep(state: dict[str, Any], record: dict[str, Any]) -> None:
+        """Add the record to the state file's ``drained`` (a domain drained twice adds up)."""
+        kept = state.setdefault('drained', {})
+        old = kept.get(record['uuid'])
+        if old:
+            counts = dict(old.get('aliases') or {})
+            for alias, count in record['aliases'].items():
+                counts[alias] = counts.get(alias, 0) + count
+            record = dict(record, aliases=counts, request=request_text(counts) or None,
+                          addresses=list(old.get('addresses') or []) + record['addresses'],
+                          devices=list(old.get('devices') or []) + record['devices'])
+        kept[record['uuid']] = {key: record[key] for key in ('domain', 'uuid', 'aliases', 'request', 'addresses', 'devices')}
+
+    # -- restore ------------------------------------------------------------------------------------------
+    def _records(self, state: Mapping[str, Any]) -> list[dict[str, Any]]:
+        given = self.params.get('drained')
+        records = list(given) if given is not None else list((state.get('drained') or {}).values())
+        wanted = (self.params.get('domain') or '').strip()
+        for index, record in enumerate(records):
+            if not isinstance(record, Mapping) or not isinstance(record.get('aliases', {}), Mapping) \
+                    or not (record.get('uuid') or record.get('domain')):
+                raise Refused(f'drained[{index}]: {record!r} is not a record of a drain (domain, uuid, aliases, addresses)')
+        if wanted:
+            records = [record for record in records if wanted in (record.get('domain'), record.get('uuid'))]
+            if not records:
+                raise Refused(f'domain: {wanted!r} has no drain record on this host')
+        return records
+
+    def _restore(self, conn: Libvirt, state: dict[str, Any], timeout: float) -> dict[str, Any]:
+        params = self.params
+        records = self._records(state)
+        if not records:
+            return {'changed': False, 'restored': [], 'warnings': []}
+        # Plan every domain before any change: one that cannot be met refuses the whole restore.
+        plans = []
+        snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params.get('device_spec'), params['config_path'])
+        for index, record in enumerate(records):
+            dom = self.open_domain(conn, record.get('uuid') or record['domain'])
+            domain = read_domain_state(dom)
+            options = self._options(record, domain, index)
+            try:
+                plan = plan_attachment(snapshot, domain, options)
+            except Refused as exc:
+                raise Refused(f'restore of {domain.name}: {exc}; nothing was attached') from None
+            plans.append((record, dom, domain, options, plan))
+        if self.check_mode:
+            return {'changed': any(plan.changes for *_rest, plan in plans), 'warnings': [],
+                    'restored': [{'domain': domain.name, 'uuid': domain.uuid, 'request': record.get('request'),
+                                  'attached': [item.record() for item in plan.attach]} for record, _dom, domain, _options, plan in plans]}
+        done: list[tuple[Any, DomainState, Outcome, bool, bool]] = []
+        restored = []
+        for record, dom, domain, options, _plan in plans:
+            try:
+                snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params.get('device_spec'), params['config_path'])
+                domain = read_domain_state(dom)
+                plan = plan_attachment(snapshot, domain, options)       # again: the earlier domains took devices
+                live, config = run_flags(domain, None, None)
+                outcome = Attacher(dom, domain, live, config, timeout, mdev=self.mdev_sysfs(params['sysfs_root']),
+                                   mdevctl_dir=params.get('mdevctl_dir')).apply(plan)
+            except PassthroughError as exc:
+                raise ChangeFailed(f'restore of {domain.name}: {exc}; {self._undo(done, timeout)}') from None
+            done.append((dom, domain, outcome, live, config))
+            restored.append({'domain': domain.name, 'uuid': domain.uuid, 'request': record.get('request'),
+                             'attached': [item.record() for item in outcome.attached]})
+        kept = state.get('drained') or {}
+        for record, *_rest in plans:
+            kept.pop(record.get('uuid'), None)
+        state['drained'] = kept
+        save_state(params['config_path'], state)
+        return {'changed': any(entry['attached'] for entry in restored) or bool(plans), 'restored': restored, 'warnings': []}
+
+    def _options(self, record: Mapping[str, Any], domain: DomainState, index: int) -> AttachmentRequest:
+        """The present request that gives the domain back what it held: each alias's count on top of what it holds now,
+        and the devices it had by address."""
+        counts = {alias: len(domain.of_alias(alias)) + int(count) for alias, count in (record.get('aliases') or {}).items()}
+        addresses = record.get('addresses') or []
+        if counts and addresses:
+            raise Refused(f'drained[{index}]: {domain.name} held devices by alias and by address; restore it in two runs')
+        params = dict(self.params, state='present', interface=None, attachment_ids=None,
+                      request=request_text(counts) if counts else None, addresses=list(addresses) if addresses else None)
+        if counts and not params.get('aliases'):
+            raise Refused(f'aliases: needed to restore {domain.name} ({request_text(counts)}): say what each alias means')
+        return parse_options(params)
+
+    def _undo(self, done: list[tuple[Any, DomainState, Outcome, bool, bool]], timeout: float) -> str:
+        """Detach what the restore gave the earlier domains; the message's tail."""
+        left, undone = [], 0
+        for dom, before, outcome, live, config in reversed(done):
+            if not outcome.attached:
+                continue
+            try:
+                domain = read_domain_state(dom)
+                ids = {item.attachment_id for item in outcome.attached}
+                plan = Plan(detach=[item for item in domain.attachments if item.attachment_id in ids])
+                Attacher(dom, domain, live, config, timeout, mdev=self.mdev_sysfs(self.params['sysfs_root']),
+                         mdevctl_dir=self.params.get('mdevctl_dir')).apply(plan)
+                undone += len(plan.detach)
+            except PassthroughError as exc:
+                left.append(f'{before.name}: {exc}')
+        if left:
+            return 'undoing the earlier domains FAILED: ' + '; '.join(left)
+        return f'nothing was attached (the {undone} device(s) given to earlier domains were detached again)' if undone \
+            else 'nothing was attached'

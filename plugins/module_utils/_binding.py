@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import parse_aliases
 from ansible_collections.passthrough.libvirt.plugins.module_utils._atomic import read_text, write_atomic
 from ansible_collections.passthrough.libvirt.plugins.module_utils._day2 import (
+    MODE_DRAIN,
     ServiceMark,
     identity_of,
     iommu_groups,
@@ -416,6 +417,10 @@ class WhitelistRun:
             snapshot.refresh_devices()      # the drivers and VFs as they are now
         snapshot.use_day2(parse_identities(new_state['identities']), day2.marks)   # as stored now (or, in check mode, would be)
         result['unavailable'] = self._unavailable(snapshot)
+        # Devices under a drain mark that domains hold: the module takes them out (pci_attachment's drain, after this lock).
+        result['drain_addresses'] = sorted(str(address) for address, device_state in snapshot.states().items()
+                                           if device_state.allocation is not None and device_state.out_of_service is not None
+                                           and device_state.out_of_service.mode == MODE_DRAIN)
         if params.get('_diff'):
             after_devices = snapshot.devices if not self.check_mode else None
             result['diff'] = {'before': before, 'after': self._snapshot(after_devices, new_state) if after_devices is not None

@@ -58,7 +58,7 @@ class HostStateError(Refused):
 
 
 def empty_state() -> dict[str, Any]:
-    return {'version': STATE_VERSION, 'device_spec': None, 'original_drivers': {}, 'sriov': {}, 'identities': {}, 'out_of_service': []}
+    return {'version': STATE_VERSION, 'device_spec': None, 'original_drivers': {}, 'sriov': {}, 'identities': {}, 'out_of_service': [], 'drained': {}}
 
 
 def load_state(config_path: str) -> dict[str, Any]:

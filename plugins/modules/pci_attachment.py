@@ -63,9 +63,11 @@ attributes:
     platforms: posix
 options:
   domain:
-    description: The libvirt domain, by name or UUID.
+    description:
+      - The libvirt domain, by name or UUID. Required with O(state=present), V(absent) and V(query).
+      - With O(state=drained) or V(restored), only this domain; omitted, every domain of the host (drained) or every
+        drain record (restored).
     type: str
-    required: true
   state:
     description:
       - V(present) - the domain ends with exactly the requested devices of each alias named, or holds every one of
@@ -73,9 +75,27 @@ options:
       - V(absent) - detach O(attachment_ids), or O(addresses), or up to C(count) devices of each alias of O(request)
         (most recently attached first).
       - V(query) - change nothing, report the domain's devices.
+      - V(drained) - for host maintenance - take every attachment of this collection out of every domain of the host
+        (or O(domain)), from the running domain and from the persistent definition as each domain has them. Every
+        unplug of every domain is asked for first and all are confirmed together by their device-removed events, so
+        the host drains in about the time of one unplug. What each domain held (aliases and counts, devices attached
+        by address) is kept in O(config_path) and returned in RV(drained). A device a guest does not release within
+        O(timeout) stays attached and recorded, and the run fails naming it (RV(stuck)); the others are drained.
+        Devices attached by others are left alone.
+      - V(restored) - give each drained domain back what it held - the same aliases and counts, on top of what it
+        holds now, chosen afresh from the free devices - from the records kept on this host, or from O(drained) (the
+        records of a drain on another host, for a domain that moved). Every domain is planned before any change; if
+        one cannot be met nothing is attached, and if one fails half-way the earlier ones are undone. The records it
+        restored are dropped. Needs O(aliases) for records with aliases.
     type: str
-    choices: [present, absent, query]
+    choices: [present, absent, query, drained, restored]
     default: present
+  drained:
+    description:
+      - With O(state=restored), the drain records to restore (RV(drained) of a drain, possibly on another host) in place
+        of the ones kept on this host. The domains must exist here.
+    type: list
+    elements: dict
   request:
     description:
       - C("alias:count[,alias:count]") or a list of C({alias, count}); needs O(aliases).
@@ -210,12 +230,28 @@ EXAMPLES = r'''
     domain: web01
     state: absent
     attachment_ids: ["{{ attached.attached[0].attachment_id }}"]
+
+- name: Maintenance - take every device of this collection out of web01 (without domain - of every domain of the host)
+  passthrough.libvirt.pci_attachment:
+    domain: web01
+    state: drained
+    timeout: 60
+  register: drain
+
+- name: After the maintenance - give web01 back what it held (the same aliases and counts)
+  passthrough.libvirt.pci_attachment:
+    domain: web01
+    state: restored
+    aliases:
+      - {name: a100, vendor_id: "10de", product_id: "20b5"}
+      - {name: vf-physnet1, vendor_id: "8086", product_id: "154c", device_type: type-VF, tags: {physical_network: physnet1}}
+      - {name: sriov-nic, vendor_id: "8086", product_id: "154c", device_type: type-VF, interface: {vlan: 100}}
 '''
 
 RETURN = r'''
 pci_devices:
   description: The domain's PCI devices after the run, in the shape of Nova's C(os-pci) attachments.
-  returned: success
+  returned: with O(state=present), V(absent) and V(query)
   type: list
   elements: dict
   contains:
@@ -293,7 +329,7 @@ pci_devices:
       returned: for mediated devices
 attached:
   description: The devices this run attached (in check mode, would attach).
-  returned: success
+  returned: with O(state=present), V(absent) and V(query)
   type: list
   elements: dict
   contains:
@@ -353,7 +389,7 @@ attached:
       returned: for NVIDIA vGPU VFs
 detached:
   description: The devices this run detached (in check mode, would detach).
-  returned: success
+  returned: with O(state=present), V(absent) and V(query)
   type: list
   elements: dict
   contains:
@@ -422,7 +458,7 @@ orphans:
     - Devices in the domain with this collection's C(ua-pci-) alias but no record in its metadata (left by an older
       version's crash, or added by another tool). They count for no alias; O(attachment_ids) or O(addresses) remove
       them. Each is also named in a warning.
-  returned: success
+  returned: with O(state=present), V(absent) and V(query)
   type: list
   elements: dict
   contains:
@@ -441,13 +477,13 @@ stale_records:
   description:
     - Ids of metadata records whose device is not in the domain (a run died between recording its intent and
       attaching), dropped by this run (in check mode and with O(state=query), that would be dropped).
-  returned: success
+  returned: with O(state=present), V(absent) and V(query)
   type: list
   elements: str
   sample: []
 domain:
   description: The domain.
-  returned: success
+  returned: with O(state=present), V(absent) and V(query)
   type: dict
   contains:
     name:
@@ -458,12 +494,40 @@ domain:
       description: Its UUID.
       type: str
       sample: 8f5b2b0c-4a55-4bd8-9d4e-7f2f4a1c0b6e
+drained:
+  description:
+    - With O(state=drained), what each domain gave up - C(domain), C(uuid), C(aliases) (alias name to count),
+      C(request) (the same as C("alias:count,...")), C(addresses) (devices it had by address, without an alias) and
+      C(devices) (each detached device's entry, as in RV(detached), with C(live), C(persistent) and C(confirmed_by)).
+      The same records are kept in O(config_path) for O(state=restored); give them as O(drained) to restore on
+      another host.
+  returned: with O(state=drained)
+  type: list
+  elements: dict
+  sample: [{domain: web01, uuid: 8f5b2b0c-4a55-4bd8-9d4e-7f2f4a1c0b6e, aliases: {a100: 2}, request: "a100:2", addresses: [], devices: []}]
+stuck:
+  description:
+    - With O(state=drained), each device a guest did not release within O(timeout) - C(domain), C(uuid),
+      C(attachment_id), C(label), C(reason). It stays attached and recorded; the run fails.
+  returned: with O(state=drained)
+  type: list
+  elements: dict
+seconds:
+  description: With O(state=drained), how long the detaches took, from the first unplug asked for to the last confirmed.
+  returned: with O(state=drained)
+  type: float
+  sample: 0.62
+restored:
+  description: With O(state=restored), each domain given back what it held - C(domain), C(uuid), C(request) and C(attached).
+  returned: with O(state=restored)
+  type: list
+  elements: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import PCI_ATTACHMENT_RULES, with_host_options
-from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import AttachmentRun, parse_options
+from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import AttachmentRun, DrainRun, parse_options
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import DomainHandle
 from ansible_collections.passthrough.libvirt.plugins.module_utils._mdev import MdevSysfs
@@ -471,8 +535,9 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._mdev import M
 
 def argument_spec() -> dict:
     return with_host_options(
-        domain=dict(type='str', required=True),
-        state=dict(type='str', choices=['present', 'absent', 'query'], default='present'),
+        domain=dict(type='str'),
+        state=dict(type='str', choices=['present', 'absent', 'query', 'drained', 'restored'], default='present'),
+        drained=dict(type='list', elements='dict'),
         request=dict(type='raw'),
         aliases=dict(type='list', elements='dict'),
         addresses=dict(type='list', elements='str'),
@@ -495,6 +560,8 @@ def argument_spec() -> dict:
 
 def run(params: dict, check_mode: bool, open_domain=DomainHandle, mdev_sysfs=MdevSysfs) -> dict:
     """The module's work, free of AnsibleModule; raises the collection's errors."""
+    if params['state'] in ('drained', 'restored'):
+        return DrainRun(params, check_mode, open_domain, mdev_sysfs).run()
     return AttachmentRun(params, parse_options(params), check_mode, open_domain, mdev_sysfs).run()
 
 
@@ -506,6 +573,8 @@ def main() -> None:
         module.fail_json(msg=str(exc))
     for warning in result.pop('warnings'):
         module.warn(warning)
+    if result.get('failed'):
+        module.fail_json(**result)       # a drain a guest did not let finish: what was drained is still returned
     module.exit_json(**result)
 
 

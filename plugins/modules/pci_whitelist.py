@@ -84,6 +84,12 @@ options:
       - O(state=absent) removes every mark.
     type: list
     elements: dict
+  timeout:
+    description:
+      - Seconds a guest has to release a device that a V(drain) mark of O(out_of_service) takes out (more than 0, at
+        most 3600). A device not released in time stays attached and the run fails naming it (RV(stuck)).
+    type: float
+    default: 30
   aliases:
     description:
       - The aliases that O(out_of_service) marks with C(alias) name, in the form of
@@ -225,6 +231,19 @@ unavailable:
       description: Why no guest can have it.
       type: str
   sample: [{address: "0000:19:00.0", reason: "the host uses it: network interface eno1 carries the default route"}]
+drained:
+  description:
+    - What V(drain) marks of O(out_of_service) took out of domains (devices domains held that a drain mark covers),
+      in the form of M(passthrough.libvirt.pci_attachment)'s RV(passthrough.libvirt.pci_attachment#module:drained);
+      kept on the host for O(passthrough.libvirt.pci_attachment#module:state=restored). In check mode, what would be.
+  returned: always
+  type: list
+  elements: dict
+stuck:
+  description: The devices a drain mark covers that a guest did not release within O(timeout), and why.
+  returned: when a drain did not finish
+  type: list
+  elements: dict
 hardware_changes:
   description:
     - The whitelisted devices found different from what this module recorded when it took them, with what
@@ -275,6 +294,7 @@ whitelist:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import PCI_WHITELIST_RULES, with_host_options
+from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import DEFAULT_MDEVCTL_DIR, DrainRun
 from ansible_collections.passthrough.libvirt.plugins.module_utils._binding import DEFAULT_RULES_PATH, WhitelistRun
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
 
@@ -288,6 +308,7 @@ def argument_spec() -> dict:
         accept_hardware_changes=dict(type='list', elements='str'),
         out_of_service=dict(type='list', elements='dict'),
         aliases=dict(type='list', elements='dict'),
+        timeout=dict(type='float', default=30),
         persist=dict(type='bool', default=False),
         persist_path=dict(type='path', default=DEFAULT_RULES_PATH),
         force=dict(type='bool', default=False),
@@ -299,12 +320,32 @@ def main() -> None:
     # driver: null reaches a module as '' (Ansible's string conversion of None): both mean record only.
     params = dict(module.params, _diff=module._diff, driver=module.params['driver'] or None)
     try:
-        result = WhitelistRun(params, module.check_mode).run()
+        result = run(params, module.check_mode)
     except PassthroughError as exc:
         module.fail_json(msg=str(exc))
     for warning in result.pop('warnings'):
         module.warn(warning)
+    if result.get('failed'):
+        module.fail_json(**result)
     module.exit_json(**result)
+
+
+def run(params: dict, check_mode: bool) -> dict:
+    """The whitelist run, then the drain of what drain marks cover and domains hold."""
+    result = WhitelistRun(params, check_mode).run()
+    to_drain = result.pop('drain_addresses')
+    result['drained'] = []
+    if to_drain:
+        drain = DrainRun(dict(params, state='drained', domain=None, request=None, addresses=None, attachment_ids=None,
+                              interface=None, live=None, persistent=None, drained=None, mdevctl_dir=DEFAULT_MDEVCTL_DIR),
+                         check_mode, only=set(to_drain)).run()
+        result['drained'] = drain['drained']
+        result['changed'] = result['changed'] or drain['changed']
+        result['actions'] += [f'drain {len(entry["devices"])} device(s) from {entry["domain"]}' for entry in drain['drained']]
+        result['warnings'] += drain['warnings']
+        if drain.get('failed'):
+            result.update(failed=True, msg=drain['msg'], stuck=drain['stuck'])
+    return result
 
 
 if __name__ == '__main__':

@@ -20,7 +20,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._host import H
 
 def test_missing_file_is_an_empty_state(tmp_path):
     assert load(str(tmp_path / 'none.json')) == {'version': 1, 'device_spec': None, 'original_drivers': {}, 'sriov': {},
-                                                 'identities': {}, 'out_of_service': []}
+                                                 'identities': {}, 'out_of_service': [], 'drained': {}}
 
 
 def test_save_creates_the_directory_and_a_private_file(tmp_path):
