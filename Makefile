@@ -25,7 +25,7 @@ LAB_PACKAGES := $(DEMO_PACKAGES) debootstrap debian-archive-keyring qemu-system-
 export ANSIBLE_CALLBACK_RESULT_FORMAT := yaml
 export ANSIBLE_NOCOWS := 1
 
-.PHONY: help demo test sanity lint units units-py39 integration molecule bench bench-discovery bench-fleet bench-attach ee system-ee lab lab-down system-demo system-test system-lab venv src-tree collection libvirtd clean
+.PHONY: help demo test sanity lint units units-py39 integration molecule bench bench-discovery bench-fleet bench-attach bench-drain ee system-ee lab lab-down system-demo system-test system-lab venv src-tree collection libvirtd clean
 
 help:
 	@echo "make demo   - install what is needed, then inventory this host's PCI devices (table + ./pci-report/)"
@@ -144,6 +144,10 @@ bench-fleet: venv src-tree
 # Needs root and libvirtd (a real domain, config-mode attach and detach).
 bench-attach: system-test venv src-tree libvirtd
 	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/attach
+
+# Needs root and libvirtd: N defined domains, their devices taken out one domain at a time against one drain (config mode).
+bench-drain: system-test venv src-tree libvirtd
+	PYTHONPATH=$(SRC_TREE) $(BIN)/python bench/drain
 
 # The execution environment built with ansible-builder and podman on a local Debian base image
 # (debootstrap, cached), then checked inside: import libvirt, ansible-doc, ansible-runner (docs/awx.md).

@@ -27,6 +27,7 @@ import json
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -1161,18 +1162,20 @@ class DrainRun:
             drained = [self._drained_record(domain, items) for _dom, domain, items in targets]
             return {'changed': bool(targets), 'drained': drained, 'stuck': [], 'seconds': 0.0, 'warnings': []}
         mdev = self.mdev_sysfs(self.params['sysfs_root'])
-        attachers = []
+        attachers = [(Attacher(dom, domain, domain.active, domain.persistent, timeout, mdev=mdev,
+                               mdevctl_dir=self.params.get('mdevctl_dir'), atomic=False), items) for dom, domain, items in targets]
         started = time.monotonic()
-        for dom, domain, items in targets:
-            attacher = Attacher(dom, domain, domain.active, domain.persistent, timeout, mdev=mdev,
-                                mdevctl_dir=self.params.get('mdevctl_dir'), atomic=False)
-            attacher.ask_unplugs(items)       # every unplug of every domain asked for first
-            attachers.append((attacher, items))
+        # Every unplug of every domain asked for first, the domains side by side: libvirt runs one job at a time per
+        # domain, and its detach call waits (up to 5 s) for the guest, so one thread per domain lets the guests release
+        # their devices together.
+        with ThreadPoolExecutor(max_workers=min(16, len(attachers))) as pool:
+            asked = [pool.submit(attacher.ask_unplugs, items) for attacher, items in attachers]
         deadline = time.monotonic() + timeout
         drained, stuck, problems = [], [], []
-        for attacher, items in attachers:
+        for (attacher, items), future in zip(attachers, asked):
             domain, outcome = attacher.domain, attacher.outcome
             try:
+                future.result()        # a domain libvirt could not be asked about: reported, the others go on
                 attacher.finish_detaches(items, deadline)
             except PassthroughError as exc:
                 problems.append(f'{domain.name}: {exc}')
@@ -1251,50 +1254,70 @@ class DrainRun:
         for index, record in enumerate(records):
             dom = self.open_domain(conn, record.get('uuid') or record['domain'])
             domain = read_domain_state(dom)
-            options = self._options(record, domain, index)
-            try:
-                plan = plan_attachment(snapshot, domain, options)
-            except Refused as exc:
-                raise Refused(f'restore of {domain.name}: {exc}; nothing was attached') from None
-            plans.append((record, dom, domain, options, plan))
+            for options in self._options(record, domain, index):      # by alias, then by address
+                try:
+                    plan = plan_attachment(snapshot, domain, options)
+                except Refused as exc:
+                    raise Refused(f'restore of {domain.name}: {exc}; nothing was attached') from None
+                plans.append((record, dom, domain, options, plan))
         if self.check_mode:
-            return {'changed': any(plan.changes for *_rest, plan in plans), 'warnings': [],
+            return {'changed': True, 'warnings': [],        # at least the records would be dropped
                     'restored': [{'domain': domain.name, 'uuid': domain.uuid, 'request': record.get('request'),
                                   'attached': [item.record() for item in plan.attach]} for record, _dom, domain, _options, plan in plans]}
         done: list[tuple[Any, DomainState, Outcome, bool, bool]] = []
         restored = []
         for record, dom, domain, options, _plan in plans:
             try:
-                snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params.get('device_spec'), params['config_path'])
+                snapshot.refresh_domains()        # the earlier domains took devices: libvirt says which (sysfs is as read)
                 domain = read_domain_state(dom)
-                plan = plan_attachment(snapshot, domain, options)       # again: the earlier domains took devices
-                live, config = run_flags(domain, None, None)
+                plan = plan_attachment(snapshot, domain, options)
+                live, config = self._flags(record, domain)
                 outcome = Attacher(dom, domain, live, config, timeout, mdev=self.mdev_sysfs(params['sysfs_root']),
                                    mdevctl_dir=params.get('mdevctl_dir')).apply(plan)
             except PassthroughError as exc:
                 raise ChangeFailed(f'restore of {domain.name}: {exc}; {self._undo(done, timeout)}') from None
             done.append((dom, domain, outcome, live, config))
-            restored.append({'domain': domain.name, 'uuid': domain.uuid, 'request': record.get('request'),
-                             'attached': [item.record() for item in outcome.attached]})
+            entry = next((e for e in restored if e['uuid'] == domain.uuid), None)
+            if entry is None:
+                restored.append({'domain': domain.name, 'uuid': domain.uuid, 'request': record.get('request'),
+                                 'attached': [item.record() for item in outcome.attached]})
+            else:
+                entry['attached'] += [item.record() for item in outcome.attached]
         kept = state.get('drained') or {}
         for record, *_rest in plans:
             kept.pop(record.get('uuid'), None)
         state['drained'] = kept
         save_state(params['config_path'], state)
-        return {'changed': any(entry['attached'] for entry in restored) or bool(plans), 'restored': restored, 'warnings': []}
+        return {'changed': True, 'restored': restored, 'warnings': []}        # the records are dropped at least
 
-    def _options(self, record: Mapping[str, Any], domain: DomainState, index: int) -> AttachmentRequest:
-        """The present request that gives the domain back what it held: each alias's count on top of what it holds now,
-        and the devices it had by address."""
+    @staticmethod
+    def _flags(record: Mapping[str, Any], domain: DomainState) -> tuple[bool, bool]:
+        """Where to restore: as the drained devices were (live, persistent), as far as the domain allows now; a domain
+        that no longer runs gets live-only devices in its definition, for its next start."""
+        devices = [d for d in record.get('devices') or [] if isinstance(d, Mapping)]
+        live = domain.active and (any(d.get('live') for d in devices) if devices else True)
+        config = domain.persistent and (any(d.get('persistent') for d in devices) if devices else True)
+        if not live and not config:
+            live, config = domain.active and not domain.persistent, domain.persistent
+        return run_flags(domain, live, config)
+
+    def _options(self, record: Mapping[str, Any], domain: DomainState, index: int) -> list[AttachmentRequest]:
+        """The present requests that give the domain back what it held: each alias's count on top of what it holds now,
+        then the devices it had by address."""
         counts = {alias: len(domain.of_alias(alias)) + int(count) for alias, count in (record.get('aliases') or {}).items()}
-        addresses = record.get('addresses') or []
-        if counts and addresses:
-            raise Refused(f'drained[{index}]: {domain.name} held devices by alias and by address; restore it in two runs')
-        params = dict(self.params, state='present', interface=None, attachment_ids=None,
-                      request=request_text(counts) if counts else None, addresses=list(addresses) if addresses else None)
-        if counts and not params.get('aliases'):
-            raise Refused(f'aliases: needed to restore {domain.name} ({request_text(counts)}): say what each alias means')
-        return parse_options(params)
+        addresses = list(dict.fromkeys(record.get('addresses') or []))
+        requests = []
+        base = dict(self.params, state='present', interface=None, attachment_ids=None, request=None, addresses=None)
+        if counts:
+            if not self.params.get('aliases'):
+                raise Refused(f'aliases: needed to restore {domain.name} ({request_text(counts)}): say what each alias means')
+            requests.append(parse_options(dict(base, request=request_text(counts))))
+        if addresses:
+            try:
+                requests.append(parse_options(dict(base, addresses=addresses)))
+            except Refused as exc:
+                raise Refused(f'drained[{index}]: {exc}') from None
+        return requests
 
     def _undo(self, done: list[tuple[Any, DomainState, Outcome, bool, bool]], timeout: float) -> str:
         """Detach what the restore gave the earlier domains; the message's tail."""

@@ -83,7 +83,8 @@ options:
         O(timeout) stays attached and recorded, and the run fails naming it (RV(stuck)); the others are drained.
         Devices attached by others are left alone.
       - V(restored) - give each drained domain back what it held - the same aliases and counts, on top of what it
-        holds now, chosen afresh from the free devices - from the records kept on this host, or from O(drained) (the
+        holds now, chosen afresh from the free devices, live and/or persistent as they were (a domain shut off since gets
+        them in its definition) - from the records kept on this host, or from O(drained) (the
         records of a drain on another host, for a domain that moved). Every domain is planned before any change; if
         one cannot be met nothing is attached, and if one fails half-way the earlier ones are undone. The records it
         restored are dropped. Needs O(aliases) for records with aliases.

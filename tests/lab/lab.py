@@ -597,6 +597,39 @@ def mdevs(lab: Lab, inventory: Path) -> None:
             step.detail = mdev_summary(out)
 
 
+def drain(lab: Lab, inventory: Path) -> None:
+    """A drain of a running domain's four devices in lab1, against the same four drained one at a time."""
+    out = WORK / 'out'
+    with lab.step('lab1: drain of 4 live devices from pcitest-native (parallel) against one at a time; restore') as step:
+        try:
+            playbook(lab, inventory, 'drain.yml', lab_out=str(out))
+        finally:
+            path = out / 'drain.json'
+            if path.exists():
+                step.detail = drain_summary(json.loads(path.read_text(encoding='utf-8')))
+
+
+def drain_summary(found: dict) -> str:
+    """The drain step's line: each time measured, and the goal (parallel within 1.5 times the mean single unplug)."""
+    singles = [entry.get('seconds') for entry in found.get('singles', []) if entry.get('seconds') is not None]
+    parallel = found.get('parallel', {}).get('seconds')
+    parts = []
+    if parallel is not None:
+        confirmed = sorted({d.get('confirmed_by') or '?' for entry in found['parallel'].get('drained', []) for d in entry['devices']})
+        parts.append(f'parallel: 4 devices in {parallel:.2f} s ({", ".join(confirmed)})')
+    if singles:
+        mean = sum(singles) / len(singles)
+        parts.append(f'one at a time: {", ".join(f"{s:.2f}" for s in singles)} s, {sum(singles):.2f} s in all, one {mean:.2f} s on average')
+        if parallel is not None:
+            ratio = parallel / mean
+            parts.append(f'parallel/one = {ratio:.2f} (goal <= 1.5: {"met" if ratio <= 1.5 else "NOT met"}), '
+                         f'sequential/parallel = {sum(singles) / parallel:.1f}x')
+    restored = found.get('after_restore', {}).get('pci_devices', [])
+    if restored:
+        parts.append('restored live at guest ' + ', '.join(str(d.get('inner_address')) for d in restored))
+    return '; '.join(parts)
+
+
 OPERATOR_SETUP = """set -e
 for d in pcitest-native pcitest-acpi; do virsh -q destroy "$d" >/dev/null 2>&1 || true; done
 virsh -q start pcitest-native >/dev/null
@@ -827,6 +860,7 @@ def main(argv: list[str] | None = None) -> int:
             attachments(lab, inventory)
             sriov_nic(lab, inventory)
             mdevs(lab, inventory)
+            drain(lab, inventory)
             selftest(lab)
             operator_workflow(lab)
         except (LabError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:

@@ -1,14 +1,16 @@
 # Copyright: Contributors to the passthrough.libvirt project
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Day-2 on the dual-socket fixture, through the modules as processes: hardware changes made by editing the
-fixture tree's files the way the kernel would show them, out-of-service marks stored by pci_whitelist and seen
-by pci_device_info, hypervisor_pci_stats and (from those facts) the fleet report. Allocations come from
-libvirt's test:/// driver; pci_whitelist runs with driver null here (no binding: the bind path with a kernel
-double is in test_pci_whitelist.py)."""
+"""Day-2 on the dual-socket fixture, through the modules' own run functions (what main runs after the argument
+spec; the bad-input cases run as processes, through the argument spec): hardware changes made by editing the
+fixture tree's files the way the kernel would show them, out-of-service marks stored by pci_whitelist and seen by
+pci_device_info, hypervisor_pci_stats and (from those facts) the fleet report. Allocations come from libvirt's
+test:/// driver; pci_whitelist runs with driver null here (no binding: the bind path with a kernel double is in
+test_pci_whitelist.py)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -17,8 +19,10 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import parse_request, parse_aliases
+from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._fleet import aggregate, candidates, render_html
 from ansible_collections.passthrough.libvirt.tests import sysfs_tree
+from ansible_collections.passthrough.libvirt.tests.conftest import ModuleRun
 
 pytest.importorskip('libvirt')
 
@@ -33,6 +37,24 @@ ALIASES = [{'name': 'gpu', 'vendor_id': '10de', 'product_id': '20b5'},
            {'name': 'vf', 'vendor_id': '8086', 'product_id': '154c', 'device_type': 'type-VF'}]
 
 
+def in_process(name: str, args: dict) -> ModuleRun:
+    """The module's run function with the argument spec's defaults, as main calls it; an error as main reports it."""
+    code = importlib.import_module(f'ansible_collections.passthrough.libvirt.plugins.modules.{name}')
+    params = {key: option.get('default') for key, option in code.argument_spec().items()}
+    check, diff = args.pop('_ansible_check_mode', False), args.pop('_ansible_diff', False)
+    params.update(args)
+    try:
+        if name == 'pci_whitelist':
+            result = code.run(dict(params, _diff=diff, driver=params['driver'] or None), check)
+        elif name == 'pci_device_info':
+            result = code.run(params)[0]
+        else:
+            result = code.run(params)
+    except PassthroughError as exc:
+        return ModuleRun(1, {'failed': True, 'msg': str(exc)}, '')
+    return ModuleRun(0, result, '')
+
+
 @pytest.fixture
 def host(tmp_path, run_module):
     root = tmp_path / 'sys'
@@ -40,9 +62,10 @@ def host(tmp_path, run_module):
     (tmp_path / 'node.xml').write_text(NODE_XML)
     common = {'sysfs_root': str(root), 'uri': f'test://{tmp_path}/node.xml', 'config_path': str(tmp_path / 'etc/state.json')}
 
-    def module(name, **args):
-        run = run_module(name, **dict(common, **args))
-        return run
+    def module(name, process=False, **args):
+        if process:
+            return run_module(name, **dict(common, **args))
+        return in_process(name, dict(common, **args))
 
     module.root = root
     module.state = tmp_path / 'etc/state.json'
@@ -178,7 +201,7 @@ def test_check_mode_accepts_nothing(host):
     ('some', "accept_hardware_changes[0]: invalid PCI address 'some'"),
 ])
 def test_bad_acceptance_is_refused(host, value, message):
-    run = host('pci_whitelist', device_spec=SPEC, driver='', accept_hardware_changes=value)
+    run = host('pci_whitelist', process=True, device_spec=SPEC, driver='', accept_hardware_changes=value)
     assert run.rc == 1 and run.result['msg'].startswith(message), run.result['msg']
     assert not host.state.exists()
 
@@ -261,7 +284,7 @@ def test_marks_stay_when_the_option_is_omitted_and_go_with_absent(host):
 def test_check_and_diff_mode_store_no_mark(host):
     whitelist(host)
     before = host.state.read_text()
-    checked = host('pci_whitelist', out_of_service=[{'host': True, 'reason': 'maintenance'}], driver='',
+    checked = host('pci_whitelist', process=True, out_of_service=[{'host': True, 'reason': 'maintenance'}], driver='',
                    _ansible_check_mode=True, _ansible_diff=True)
     assert checked.rc == 0 and checked.result['changed'] is True
     assert checked.result['diff']['before']['out_of_service'] == []
@@ -285,6 +308,6 @@ def test_check_and_diff_mode_store_no_mark(host):
 def test_bad_marks_are_refused_with_the_field_and_value(host, marks, message):
     whitelist(host)
     before = host.state.read_text()
-    run = host('pci_whitelist', out_of_service=marks, aliases=ALIASES, driver='')
+    run = host('pci_whitelist', process=True, out_of_service=marks, aliases=ALIASES, driver='')
     assert run.rc == 1 and run.result['msg'].startswith(message), run.result['msg']
     assert host.state.read_text() == before
