@@ -154,6 +154,7 @@ class HostSnapshot:
         self.whitelist = whitelist
         self.identities = dict(identities or {})    # what pci_whitelist recorded of each device it took
         self.marks = list(marks or [])              # out-of-service marks
+        self.stored_device_spec: Any = None         # the whitelist pci_whitelist stored (read with the state file)
         self._devices = devices if devices is _UNREAD else {device.address: device for device in devices}
         self._domains = domains
         self._host_use = host_use
@@ -186,6 +187,7 @@ class HostSnapshot:
         reader = HostReader(sysfs, uri, require_libvirt, proc_root, net)
         snapshot = cls(whitelist=whitelist, reader=reader, identities=parse_identities(state.get('identities')),
                        marks=load_marks(state.get('out_of_service')))
+        snapshot.stored_device_spec = state.get('device_spec')
         if read_host_use is False or (read_host_use is None and not whitelist.entries):
             snapshot._host_use = None
         return snapshot

@@ -498,7 +498,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import with_host_options
 from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import ANY, parse_id
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError, Refused
-from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostSnapshot, HostStateError, load_state
+from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostSnapshot
 from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import LibvirtUnavailable, find_domain
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
     DEV_TYPES, STATUSES, DeviceState, NicInfo, PciAddress, PciAddressError, PciDevice,
@@ -568,7 +568,7 @@ def run(params: dict) -> tuple[dict, list[str]]:
         hypervisor_hostname=snapshot.hostname,
         allocations_known=snapshot.allocations_known,
         pci_devices=devices,
-        stored_device_spec=_stored_device_spec(params, warnings),
+        stored_device_spec=snapshot.stored_device_spec,
     )
     result.update(day2_records(snapshot.hardware_changes(), snapshot.marks))
     mdevs = snapshot.mdevs
@@ -625,15 +625,6 @@ def _nic_of(snapshot: HostSnapshot, device: PciDevice) -> tuple[NicInfo | None, 
         return (snapshot.nic(device.address), None) if device.netdevs else (None, None)
     nic, index, _config = snapshot.vf_of(device)
     return nic, index
-
-
-def _stored_device_spec(params: dict, warnings: list[str]) -> list | None:
-    """The whitelist pci_whitelist stored on the host; None when none is stored (or, with device_spec, the file is unreadable)."""
-    try:
-        return load_state(params['config_path']).get('device_spec')
-    except HostStateError as exc:     # without device_spec the snapshot has raised it already
-        warnings.append(f'stored_device_spec: {exc}')
-        return None
 
 
 def main() -> None:
