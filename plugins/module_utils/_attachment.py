@@ -23,6 +23,8 @@ written back - and the message says what was undone and what was left.
 
 from __future__ import annotations
 
+import copy
+
 import json
 import os
 import time
@@ -1161,6 +1163,13 @@ class DrainRun:
         if self.check_mode or not targets:
             drained = [self._drained_record(domain, items) for _dom, domain, items in targets]
             return {'changed': bool(targets), 'drained': drained, 'stuck': [], 'seconds': 0.0, 'warnings': []}
+        # Written ahead: what every domain holds is on record before the first unplug, so that a run that dies half-way
+        # (killed, the connection lost) leaves nothing unaccounted for. A restore gives back only what a domain no
+        # longer holds; the records are rewritten below with what was really drained.
+        kept_before = copy.deepcopy(state.get('drained') or {})
+        for _dom, domain, items in targets:
+            self._keep(state, self._drained_record(domain, items))
+        save_state(self.params['config_path'], state)
         mdev = self.mdev_sysfs(self.params['sysfs_root'])
         attachers = [(Attacher(dom, domain, domain.active, domain.persistent, timeout, mdev=mdev,
                                mdevctl_dir=self.params.get('mdevctl_dir'), atomic=False), items) for dom, domain, items in targets]
@@ -1190,12 +1199,12 @@ class DrainRun:
                        'reason': why} for item, why in outcome.stuck]
             problems += [f'{domain.name}: {text}' for text in outcome.problems]
             if outcome.detached:
-                record = self._drained_record(domain, outcome.detached, outcome.confirmed)
-                drained.append(record)
-                self._keep(state, record)
+                drained.append(self._drained_record(domain, outcome.detached, outcome.confirmed))
         seconds = round(time.monotonic() - started, 3)
-        if drained:
-            save_state(self.params['config_path'], state)
+        state['drained'] = kept_before
+        for record in drained:
+            self._keep(state, record)
+        save_state(self.params['config_path'], state)
         result = {'changed': bool(drained), 'drained': drained, 'stuck': stuck, 'seconds': seconds, 'warnings': problems}
         if stuck:
             result['failed'] = True
@@ -1205,28 +1214,40 @@ class DrainRun:
 
     @staticmethod
     def _drained_record(domain: DomainState, items: list[Attachment], confirmed: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return DrainRun._summarised({'domain': domain.name, 'uuid': domain.uuid}, [
+            dict(item.record(), live=item.live, persistent=item.config,
+                 **({'confirmed_by': confirmed.get(item.attachment_id)} if confirmed else {})) for item in items])
+
+    @staticmethod
+    def _summarised(record: Mapping[str, Any], devices: list[dict[str, Any]]) -> dict[str, Any]:
+        """The record over these devices: each alias's count, the devices taken by address."""
         counts: dict[str, int] = {}
-        for item in items:
-            if item.alias:
-                counts[item.alias] = counts.get(item.alias, 0) + 1
-        return {'domain': domain.name, 'uuid': domain.uuid, 'aliases': counts, 'request': request_text(counts) or None,
-                'addresses': [str(item.address) for item in items if not item.alias and item.address is not None],
-                'devices': [dict(item.record(), live=item.live, persistent=item.config,
-                                 **({'confirmed_by': confirmed.get(item.attachment_id)} if confirmed else {})) for item in items]}
+        for device in devices:
+            if device.get('alias'):
+                counts[device['alias']] = counts.get(device['alias'], 0) + 1
+        return dict(record, aliases=counts, request=request_text(counts) or None, devices=devices,
+                    addresses=[device['address'] for device in devices if not device.get('alias') and device.get('address')])
 
     @staticmethod
     def _keep(state: dict[str, Any], record: dict[str, Any]) -> None:
-        """Add the record to the state file's ``drained`` (a domain drained twice adds up)."""
+        """Add the record to the state file's ``drained``: a domain drained twice adds up, each device once (the
+        record of a drain that died before an unplug names a device the next drain takes again)."""
         kept = state.setdefault('drained', {})
         old = kept.get(record['uuid'])
         if old:
-            counts = dict(old.get('aliases') or {})
-            for alias, count in record['aliases'].items():
-                counts[alias] = counts.get(alias, 0) + count
-            record = dict(record, aliases=counts, request=request_text(counts) or None,
-                          addresses=list(old.get('addresses') or []) + record['addresses'],
-                          devices=list(old.get('devices') or []) + record['devices'])
+            ids = {device.get('attachment_id') for device in record['devices']}
+            earlier = [device for device in old.get('devices') or [] if isinstance(device, Mapping) and device.get('attachment_id') not in ids]
+            record = DrainRun._summarised(record, earlier + record['devices'])
         kept[record['uuid']] = {key: record[key] for key in ('domain', 'uuid', 'aliases', 'request', 'addresses', 'devices')}
+
+    @staticmethod
+    def _not_held(record: Mapping[str, Any], domain: DomainState) -> Mapping[str, Any]:
+        """The record less the devices the domain still holds: a drain that died before their unplug wrote them ahead,
+        and there is nothing to give back for them."""
+        devices = [device for device in record.get('devices') or [] if isinstance(device, Mapping)]
+        held = {item.attachment_id for item in domain.attachments}
+        left = [device for device in devices if device.get('attachment_id') not in held]
+        return record if len(left) == len(devices) else DrainRun._summarised(record, left)
 
     # -- restore ------------------------------------------------------------------------------------------
     def _records(self, state: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -1254,12 +1275,16 @@ class DrainRun:
         for index, record in enumerate(records):
             dom = self.open_domain(conn, record.get('uuid') or record['domain'])
             domain = read_domain_state(dom)
+            record = self._not_held(record, domain)
             for options in self._options(record, domain, index):      # by alias, then by address
                 try:
                     plan = plan_attachment(snapshot, domain, options)
                 except Refused as exc:
                     raise Refused(f'restore of {domain.name}: {exc}; nothing was attached') from None
                 plans.append((record, dom, domain, options, plan))
+        # Devices given by address first, in every domain: an alias takes whatever is free, so it must not take the
+        # device another domain had by address before that domain gets it back.
+        plans.sort(key=lambda planned: 0 if planned[3].addresses else 1)
         if self.check_mode:
             return {'changed': True, 'warnings': [],        # at least the records would be dropped
                     'restored': [{'domain': domain.name, 'uuid': domain.uuid, 'request': record.get('request'),
@@ -1284,7 +1309,7 @@ class DrainRun:
             else:
                 entry['attached'] += [item.record() for item in outcome.attached]
         kept = state.get('drained') or {}
-        for record, *_rest in plans:
+        for record in records:
             kept.pop(record.get('uuid'), None)
         state['drained'] = kept
         save_state(params['config_path'], state)

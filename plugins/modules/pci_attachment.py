@@ -77,17 +77,20 @@ options:
       - V(query) - change nothing, report the domain's devices.
       - V(drained) - for host maintenance - take every attachment of this collection out of every domain of the host
         (or O(domain)), from the running domain and from the persistent definition as each domain has them. Every
-        unplug of every domain is asked for first and all are confirmed together by their device-removed events, so
-        the host drains in about the time of one unplug. What each domain held (aliases and counts, devices attached
-        by address) is kept in O(config_path) and returned in RV(drained). A device a guest does not release within
-        O(timeout) stays attached and recorded, and the run fails naming it (RV(stuck)); the others are drained.
-        Devices attached by others are left alone.
+        unplug of every domain is asked for first, the domains side by side, and all are confirmed together by their
+        device-removed events, so that domains release their devices in parallel (libvirt takes one domain's unplugs one after
+        another). What each domain held (aliases and counts, devices attached by address) is written to
+        O(config_path) before the first unplug, so that a run that dies half-way leaves it on record, then rewritten
+        with what was drained and returned in RV(drained). A device a guest does not release within O(timeout) stays
+        attached and recorded, and the run fails naming it (RV(stuck)); the others are drained. Devices attached by
+        others are left alone.
       - V(restored) - give each drained domain back what it held - the same aliases and counts, on top of what it
         holds now, chosen afresh from the free devices, live and/or persistent as they were (a domain shut off since gets
         them in its definition) - from the records kept on this host, or from O(drained) (the
-        records of a drain on another host, for a domain that moved). Every domain is planned before any change; if
-        one cannot be met nothing is attached, and if one fails half-way the earlier ones are undone. The records it
-        restored are dropped. Needs O(aliases) for records with aliases.
+        records of a drain on another host, for a domain that moved). A device the domain still holds (a drain that
+        died before its unplug) is not given twice. Every domain is planned before any change; if one cannot be met
+        nothing is attached, and if one fails half-way the earlier ones are undone. The records it restored are
+        dropped. Needs O(aliases) for records with aliases.
     type: str
     choices: [present, absent, query, drained, restored]
     default: present

@@ -8,6 +8,8 @@ for first, confirmed together by device-removed events - runs in the lab, where 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -133,6 +135,78 @@ def test_a_restore_on_another_host_takes_the_records_given(tmp_path, host, defin
     assert len(held(doms[0])) == 2
 
 
+def test_a_restore_gives_devices_back_by_address_before_any_alias_picks(tmp_path, host, define_domain):
+    by_alias, by_address = define_domain(), define_domain()
+    # The GPU the alias takes when both are free; the other domain then has that one by address.
+    first = module(tmp_path, host, domain=by_alias.name(), request='gpu:1', aliases=ALIASES).result['attached'][0]['address']
+    assert module(tmp_path, host, domain=by_alias.name(), request='gpu:0', aliases=ALIASES).rc == 0
+    assert module(tmp_path, host, domain=by_address.name(), addresses=[first]).rc == 0
+    assert module(tmp_path, host, domain=by_alias.name(), request='gpu:1', aliases=ALIASES).rc == 0
+    other = held(by_alias)[0]
+    records = [module(tmp_path, host, state='drained', domain=dom.name()).result['drained'][0] for dom in (by_alias, by_address)]
+    # Both GPUs are free again, and the alias's record comes first: the alias would take `first`, the one the other
+    # domain had by address.
+    restored = module(tmp_path, host, state='restored', aliases=ALIASES, drained=records)
+    assert restored.rc == 0, restored.msg
+    assert held(by_address) == [first] and held(by_alias) == [other]
+
+
+def killed_drain(tmp_path, host, where: str) -> None:
+    """A drain in a real process that dies at ``where`` the way a killed one does: os._exit, so no finally block, no
+    context manager and no rollback runs (the kernel releases the host lock). A test double for the death only - a
+    real daemon cannot be made to kill a run at a chosen line; the domains, the daemon and the state file are real.
+      before-unplug  the records are written ahead, no unplug asked for yet
+      mid-way        the first device is out of its domain's definition, not yet given back; the rest still attached"""
+    args_file = tmp_path / 'killed-args.json'
+    args_file.write_text(json.dumps({'ANSIBLE_MODULE_ARGS': dict(host, state='drained')}))
+    patch = {'before-unplug': 'Attacher.ask_unplugs', 'mid-way': 'Attacher._give_back'}[where]
+    code = (f'import os, runpy, sys\n'
+            f'from ansible_collections.passthrough.libvirt.plugins.module_utils import _attachment\n'
+            f'setattr(_attachment.{patch.split(".")[0]}, {patch.split(".")[1]!r}, lambda *_args: os._exit(137))\n'
+            f'sys.argv = ["pci_attachment", {str(args_file)!r}]\n'
+            f'runpy.run_module("ansible_collections.passthrough.libvirt.plugins.modules.pci_attachment", run_name="__main__")\n')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 137, proc.stdout + proc.stderr
+
+
+def drained_records(tmp_path, doms) -> dict:
+    kept = json.loads((tmp_path / 'etc' / 'state.json').read_text()).get('drained') or {}
+    return ours(list(kept.values()), doms)
+
+
+def test_a_drain_killed_mid_way_is_restored_from_the_records_it_wrote_ahead(tmp_path, host, define_domain):
+    doms = setup_three(tmp_path, host, define_domain)
+    killed_drain(tmp_path, host, 'mid-way')
+    counts = [len(held(dom)) for dom in doms]
+    assert sum(counts) == 4                                             # one device out (of whichever domain came first)
+    short = next(dom.name() for dom, count, was in zip(doms, counts, (2, 2, 1)) if count < was)
+    written = drained_records(tmp_path, doms)
+    assert {name: record['aliases'] for name, record in written.items()} == {
+        doms[0].name(): {'vf': 2}, doms[1].name(): {'vf': 1, 'gpu': 1}, doms[2].name(): {'gpu': 1}}
+    # A restore gives back only what a domain no longer holds: the one device.
+    restored = module(tmp_path, host, state='restored', aliases=ALIASES)
+    assert restored.rc == 0, restored.msg
+    assert {name: len(entry['attached']) for name, entry in ours(restored.result['restored'], doms).items()} == {short: 1}
+    after = [held(dom) for dom in doms]
+    assert [len(devices) for devices in after] == [2, 2, 1] and len(set(sum(after, []))) == 5
+    assert drained_records(tmp_path, doms) == {}
+
+
+def test_a_drain_killed_before_its_unplugs_leaves_records_the_next_drain_completes(tmp_path, host, define_domain):
+    doms = setup_three(tmp_path, host, define_domain)
+    killed_drain(tmp_path, host, 'before-unplug')
+    assert [len(held(dom)) for dom in doms] == [2, 2, 1]
+    assert len(drained_records(tmp_path, doms)) == 3
+    drained = module(tmp_path, host, state='drained')                   # the operator runs the drain again
+    assert drained.rc == 0, drained.msg
+    assert [held(dom) for dom in doms] == [[], [], []]
+    written = drained_records(tmp_path, doms)
+    assert {name: (record['aliases'], len(record['devices'])) for name, record in written.items()} == {
+        doms[0].name(): ({'vf': 2}, 2), doms[1].name(): ({'vf': 1, 'gpu': 1}, 2), doms[2].name(): ({'gpu': 1}, 1)}
+    assert module(tmp_path, host, state='restored', aliases=ALIASES).rc == 0
+    assert [len(held(dom)) for dom in doms] == [2, 2, 1]
+
+
 @pytest.mark.parametrize('args, message', [
     ({'state': 'drained', 'request': 'vf:1', 'aliases': ALIASES}, 'request: not with state=drained'),
     ({'state': 'drained', 'drained': []}, 'drained: only with state=restored'),
@@ -167,8 +241,6 @@ def test_a_drain_mark_takes_the_device_out_and_a_restore_picks_another(tmp_path,
 
 def test_the_drain_playbook_drains_and_restores(tmp_path, host, define_domain):
     import os
-    import subprocess
-    import sys
     from pathlib import Path
 
     import yaml

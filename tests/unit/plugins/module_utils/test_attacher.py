@@ -233,3 +233,35 @@ def test_a_vf_that_cannot_be_put_back_after_the_unplug_is_plugged_back_in_as_it_
     assert list(dom.live.values()) == list(dom.config.values()) == ['0000:3b:02.1']
     # the failed restore changed nothing, so the VF is back in the guest with the settings it had there
     assert net.calls[-1] == ('set_vf', 'ens1f0', 1, {'trust': False}) and net.vfs[('ens1f0', 1)]['trust'] is True
+
+
+def test_a_drain_reports_the_device_a_guest_keeps_and_records_only_what_left(tmp_path):
+    """DrainRun over the running double: one device is released, the other never is (the guest keeps it). The drain
+    waits ``timeout``, reports the kept one in ``stuck`` and fails, and records only the released one on the host."""
+    import json
+
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import DrainRun
+    dom = RunningDomain()
+    holding(dom, (1, '0000:3b:02.0', 'vf'), (2, '0000:3b:02.1', 'vf'))
+    kept_alias = ALIAS_PREFIX + '00000000-0000-4000-8000-000000000002'
+    release = dom.detach
+
+    def detach(alias, live, config):
+        if not (live and alias == kept_alias):
+            release(alias, live, config)
+    dom.detach = detach
+    config_path = tmp_path / 'state.json'
+    params = {'state': 'drained', 'uri': 'test:///default', 'domain': dom.name, 'timeout': 0.3,
+              'config_path': str(config_path), 'sysfs_root': str(tmp_path / 'sys'), 'mdevctl_dir': None}
+    result = DrainRun(params, False, open_domain=lambda _conn, _name: dom, mdev_sysfs=lambda _root: None).run()
+    assert result['failed'] is True and result['changed'] is True
+    assert result['stuck'] == [{'domain': 'vm-live', 'uuid': dom.uuid, 'attachment_id': '00000000-0000-4000-8000-000000000002',
+                                'label': '0000:3b:02.1',
+                                'reason': 'still attached: the guest did not release it within 0.3 s'}]
+    assert result['msg'].startswith('drain incomplete: vm-live: 0000:3b:02.1 (attachment 00000000-0000-4000-8000-000000000002): still')
+    assert result['msg'].endswith('; 1 other device(s) drained and recorded')
+    assert [d['address'] for d in result['drained'][0]['devices']] == ['0000:3b:02.0']
+    assert dom.live == dom.config == {kept_alias: '0000:3b:02.1'}              # still attached, both definitions
+    assert [r['id'][-1] for r in dom.metadata(True)] == [r['id'][-1] for r in dom.metadata(False)] == ['2']
+    record = json.loads(config_path.read_text())['drained'][dom.uuid]
+    assert record['aliases'] == {'vf': 1} and [d['address'] for d in record['devices']] == ['0000:3b:02.0']
