@@ -1101,6 +1101,13 @@ def request_text(counts: Mapping[str, int]) -> str:
     return ','.join(f'{alias}:{count}' for alias, count in sorted(counts.items()))
 
 
+def check_timeout(timeout: Any) -> float:
+    """The seconds a drain waits for the guests to release their devices."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+        raise Refused(f'timeout: {timeout!r} must be a number of seconds above 0 and at most 3600')
+    return float(timeout)
+
+
 class DrainRun:
     """pci_attachment with state=drained or restored, over every domain of the host (or ``domain``).
 
@@ -1131,9 +1138,7 @@ class DrainRun:
                               'live and persistent as each domain has them; a restore gives back what the drain recorded)')
         if params.get('drained') is not None and params['state'] != 'restored':
             raise Refused('drained: only with state=restored (the records a drain returned, to restore on this host)')
-        timeout = params.get('timeout', 30)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
-            raise Refused(f'timeout: {timeout!r} must be a number of seconds above 0 and at most 3600')
+        timeout = check_timeout(params.get('timeout', 30))
         if not self.check_mode:
             EventLoop.start()
         conn = Libvirt(params['uri'], read_only=self.check_mode)
@@ -1141,8 +1146,8 @@ class DrainRun:
             with HostLock(params['config_path'], check_mode=self.check_mode):
                 state = load_state(params['config_path'])
                 if params['state'] == 'drained':
-                    return self._drain(conn, state, float(timeout))
-                return self._restore(conn, state, float(timeout))
+                    return self._drain(conn, state, timeout)
+                return self._restore(conn, state, timeout)
         finally:
             conn.close()
 

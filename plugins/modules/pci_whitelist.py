@@ -294,7 +294,7 @@ whitelist:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._argspec import PCI_WHITELIST_RULES, with_host_options
-from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import DEFAULT_MDEVCTL_DIR, DrainRun
+from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import DEFAULT_MDEVCTL_DIR, DrainRun, check_timeout
 from ansible_collections.passthrough.libvirt.plugins.module_utils._binding import DEFAULT_RULES_PATH, WhitelistRun
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import PassthroughError
 
@@ -332,6 +332,7 @@ def main() -> None:
 
 def run(params: dict, check_mode: bool) -> dict:
     """The whitelist run, then the drain of what drain marks cover and domains hold."""
+    check_timeout(params.get('timeout', 30))        # before any change: a refused drain must not follow a stored mark
     result = WhitelistRun(params, check_mode).run()
     to_drain = result.pop('drain_addresses')
     result['drained'] = []

@@ -213,6 +213,8 @@ def test_a_drain_killed_before_its_unplugs_leaves_records_the_next_drain_complet
     ({'state': 'restored', 'drained': [{'aliases': 'x'}]}, "drained[0]: {'aliases': 'x'} is not a record of a drain"),
     ({'state': 'restored', 'domain': 'pcitest-none'}, "domain: 'pcitest-none' has no drain record on this host"),
     ({'state': 'present', 'request': 'vf:1', 'aliases': ALIASES}, 'state is present but all of the following are missing: domain'),
+    ({'state': 'drained', 'timeout': 0}, 'timeout: 0.0 must be a number of seconds above 0 and at most 3600'),
+    ({'state': 'restored', 'timeout': 3601}, 'timeout: 3601.0 must be a number of seconds above 0 and at most 3600'),
 ])
 def test_bad_drain_input_is_refused(tmp_path, host, args, message):
     run = module(tmp_path, host, **args)
@@ -237,6 +239,17 @@ def test_a_drain_mark_takes_the_device_out_and_a_restore_picks_another(tmp_path,
     restored = module(tmp_path, host, state='restored', aliases=ALIASES, domain=dom.name())
     assert restored.rc == 0, restored.msg
     assert held(dom) == [other for other in GPUS if other != gpu]
+
+
+def test_a_drain_mark_with_a_bad_timeout_stores_nothing(tmp_path, host, define_domain):
+    dom = define_domain()
+    gpu = module(tmp_path, host, domain=dom.name(), addresses=[GPUS[0]]).result['attached'][0]['address']
+    assert run_module_process('pci_whitelist', dict(host, driver=''), tmp_path).rc == 0        # the stored whitelist
+    before = (tmp_path / 'etc' / 'state.json').read_text()
+    mark = [{'address': gpu, 'mode': 'drain', 'reason': 'RMA'}]
+    refused = run_module_process('pci_whitelist', dict(host, driver='', out_of_service=mark, timeout=-1), tmp_path)
+    assert refused.rc == 1 and refused.msg == 'timeout: -1.0 must be a number of seconds above 0 and at most 3600'
+    assert (tmp_path / 'etc' / 'state.json').read_text() == before and held(dom) == [gpu]
 
 
 def test_the_drain_playbook_drains_and_restores(tmp_path, host, define_domain):
