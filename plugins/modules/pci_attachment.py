@@ -78,8 +78,8 @@ options:
       - V(drained) - for host maintenance - take every attachment of this collection out of every domain of the host
         (or O(domain)), from the running domain and from the persistent definition as each domain has them. Every
         unplug of every domain is asked for first, the domains side by side, and all are confirmed together by their
-        device-removed events, so that domains release their devices in parallel (libvirt takes one domain's unplugs one after
-        another). What each domain held (aliases and counts, devices attached by address) is written to
+        device-removed events, so that the guests release their devices together (libvirt's own work on each removal
+        follows one after another per domain). What each domain held (aliases and counts, devices attached by address) is written to
         O(config_path) before the first unplug, so that a run that dies half-way leaves it on record, then rewritten
         with what was drained and returned in RV(drained). A device a guest does not release within O(timeout) stays
         attached and recorded, and the run fails naming it (RV(stuck)); the others are drained. Devices attached by

@@ -90,6 +90,14 @@ chroot "$rootfs" dpkg-query -W -f '${Package}\n' | sort >"$work/packages.after"
 # shellcheck disable=SC2046
 chroot "$rootfs" apt-get purge -y -q $(comm -13 "$work/packages.before" "$work/packages.after") >>"$work/mtty.log" 2>&1
 chroot "$rootfs" depmod -a "$kver"
+# Boot time under TCG: an initramfs with only what mounts the root (virtio disk, ext4) unpacks in well under a
+# second, where the default one (every storage and network driver, ~35 MiB) took about 7 s. e2scrub_reap has
+# nothing to reap on a throwaway overlay and kept a CPU busy for over 30 s of each boot.
+sed -i 's/^MODULES=.*/MODULES=list/' "$rootfs/etc/initramfs-tools/initramfs.conf"
+printf '%s\n' virtio_pci virtio_blk ext4 crc32c_generic >>"$rootfs/etc/initramfs-tools/modules"
+chroot "$rootfs" update-initramfs -u -k "$kver" >>"$work/initramfs.log" 2>&1 ||
+    { tail -20 "$work/initramfs.log" >&2; echo "lab image: update-initramfs failed" >&2; exit 1; }
+chroot "$rootfs" systemctl mask e2scrub_reap.service >/dev/null 2>&1
 chroot "$rootfs" apt-get clean
 
 cp "$rootfs"/boot/vmlinuz-* "$work/vmlinuz"

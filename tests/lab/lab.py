@@ -280,8 +280,9 @@ def qemu_command(name: str, index: int, img: Path, overlay: Path, port: int, lab
         '-drive', f'file={overlay},if=virtio,format=qcow2',
         '-netdev', f'user,id=mgmt,hostfwd=tcp:127.0.0.1:{port}-:22', '-device', 'virtio-net-pci,netdev=mgmt',
         *devices,
+        # -nodefaults: no VGA (its framebuffer console is slow under TCG), no CD-ROM, floppy or parallel port.
         # No audio: QEMU 10 would otherwise try the system QEMU 7.2's audio and UI modules, and warn it cannot load them.
-        '-display', 'none', '-audio', 'none', '-monitor', 'none', '-serial', f'file:{WORK / "logs" / (name + "-console.log")}',
+        '-nodefaults', '-display', 'none', '-audio', 'none', '-monitor', 'none', '-serial', f'file:{WORK / "logs" / (name + "-console.log")}',
         '-pidfile', str(WORK / 'run' / f'{name}.pid'),
     ]
 
@@ -378,8 +379,10 @@ compute:
 def playbook(lab: Lab, inventory: Path, name: str, *options: str, **extra: str) -> str:
     """Run a lab playbook (tests/lab/playbooks/<name>) or, given ``passthrough.libvirt.<name>``, one of
     the collection's own playbooks as an operator does; the output is returned and logged."""
+    # Pipelining: one SSH round trip per task instead of four (temp dir, copy, chmod, run); under TCG each costs
+    # a process start in the VM. Measured here: 6 tasks on both hosts 38 s against 48 s without.
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / '.build' / 'collections'),
-               ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_NOCOWS='1', ANSIBLE_FORKS='2')
+               ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_NOCOWS='1', ANSIBLE_FORKS='2', ANSIBLE_PIPELINING='True')
     target = name if name.startswith('passthrough.libvirt.') else str(HERE / 'playbooks' / name)
     command = [str(Path(sys.executable).with_name('ansible-playbook')), '-i', str(inventory), *options, target]
     for key, value in extra.items():
@@ -586,23 +589,25 @@ def mdev_summary(out: Path) -> str:
     return '; '.join(parts)
 
 
-def mdevs(lab: Lab, inventory: Path) -> None:
-    """Mediated devices on both hypervisors with the kernel's mtty sample driver (built into the image): discovery,
-    whitelist and alias, the type-MDEV pool, two mdevs live into pcitest-native and out again."""
+def mdevs(lab: Lab, inventory: Path, host: str) -> None:
+    """Mediated devices in one hypervisor with the kernel's mtty sample driver (built into the image): discovery,
+    whitelist and alias, the type-MDEV pool, two mdevs live into pcitest-native and out again. One host is enough
+    (both printed the same while it ran on both)."""
     out = WORK / 'out'
-    with lab.step('mdevs (mtty): discover, whitelist mtty-2, pool; serial:2 live into pcitest-native, detach') as step:
+    with lab.step(f'{host}: mdevs (mtty): discover, whitelist mtty-2, pool; serial:2 live into pcitest-native, detach') as step:
         try:
-            playbook(lab, inventory, 'mdev.yml', lab_out=str(out))
+            playbook(lab, inventory, 'mdev.yml', '--limit', host, lab_out=str(out))
         finally:
             step.detail = mdev_summary(out)
 
 
-def drain(lab: Lab, inventory: Path) -> None:
-    """A drain of a running domain's four devices in lab1, against the same four drained one at a time."""
+def drain(lab: Lab, inventory: Path, host: str) -> None:
+    """Drains in one hypervisor: four devices out of one running domain, and one device out of each of four running
+    domains, each against the same devices drained one at a time."""
     out = WORK / 'out'
-    with lab.step('lab1: drain of 4 live devices from pcitest-native (parallel) against one at a time; restore') as step:
+    with lab.step(f'{host}: drain 4 live devices from 1 domain and from 4 domains (parallel) against one at a time; restore') as step:
         try:
-            playbook(lab, inventory, 'drain.yml', lab_out=str(out))
+            playbook(lab, inventory, 'drain.yml', '--limit', host, lab_out=str(out))
         finally:
             path = out / 'drain.json'
             if path.exists():
@@ -610,20 +615,23 @@ def drain(lab: Lab, inventory: Path) -> None:
 
 
 def drain_summary(found: dict) -> str:
-    """The drain step's line: each time measured, and the goal (parallel within 1.5 times the mean single unplug)."""
+    """The drain step's line: each time measured, and the goal (a parallel drain within 1.5 times the mean single
+    unplug)."""
     singles = [entry.get('seconds') for entry in found.get('singles', []) if entry.get('seconds') is not None]
-    parallel = found.get('parallel', {}).get('seconds')
+    mean = sum(singles) / len(singles) if singles else None
     parts = []
-    if parallel is not None:
-        confirmed = sorted({d.get('confirmed_by') or '?' for entry in found['parallel'].get('drained', []) for d in entry['devices']})
-        parts.append(f'parallel: 4 devices in {parallel:.2f} s ({", ".join(confirmed)})')
+    for key, what in (('parallel', '4 devices of 1 domain'), ('domains', '4 domains, 1 device each')):
+        seconds = found.get(key, {}).get('seconds')
+        if seconds is None:
+            continue
+        confirmed = sorted({d.get('confirmed_by') or '?' for entry in found[key].get('drained', []) for d in entry['devices']})
+        line = f'{what}: {seconds:.2f} s ({", ".join(confirmed)})'
+        if mean:
+            ratio = seconds / mean
+            line += f', {ratio:.2f}x one (goal <= 1.5: {"met" if ratio <= 1.5 else "NOT met"})'
+        parts.append(line)
     if singles:
-        mean = sum(singles) / len(singles)
         parts.append(f'one at a time: {", ".join(f"{s:.2f}" for s in singles)} s, {sum(singles):.2f} s in all, one {mean:.2f} s on average')
-        if parallel is not None:
-            ratio = parallel / mean
-            parts.append(f'parallel/one = {ratio:.2f} (goal <= 1.5: {"met" if ratio <= 1.5 else "NOT met"}), '
-                         f'sequential/parallel = {sum(singles) / parallel:.1f}x')
     restored = found.get('after_restore', {}).get('pci_devices', [])
     if restored:
         parts.append('restored live at guest ' + ', '.join(str(d.get('inner_address')) for d in restored))
@@ -723,26 +731,6 @@ def operator_workflow(lab: Lab) -> None:
                                    f'{len(found["held"])} held' for name, found in detached.items()))
 
 
-def selftest(lab: Lab) -> None:
-    name = HOSTS[0]
-    with lab.step(f'{name}: raw libvirt hot-plug self-test') as step:
-        report = json.loads(ssh(lab, name, 'python3 -', stdin=(HERE / 'selftest.py').read_text(encoding='utf-8'), timeout=300))
-        (WORK / 'out' / f'{name}-selftest.json').write_text(json.dumps(report, indent=2), encoding='utf-8')
-        native, acpi = report['native'], report['acpi']
-        problems = []
-        if set(report['drivers'].values()) != {'vfio-pci'}:
-            problems.append(f'NICs not bound to vfio-pci: {report["drivers"]}')
-        if not native['inner_address'] or native['event'] != 'removed' or native['still_in_live_xml']:
-            problems.append(f'native domain: attach/detach not confirmed: {native}')
-        if acpi['event'] == 'removed' or not acpi['still_in_live_xml']:
-            problems.append(f'ACPI domain: the unplug was expected to stay stuck, got {acpi}')
-        step.detail = (f'native: attach {native["attach_s"]} s at guest {native["inner_address"]}, detach confirmed by event '
-                       f'after {native["gone_s"]} s; acpi: detach call {acpi["detach_call"]} in {acpi["detach_call_s"]} s, '
-                       f'{acpi["event"]} after {acpi["gone_s"]} s, still attached: {acpi["still_in_live_xml"]}')
-        if problems:
-            raise LabError('; '.join(problems))
-
-
 # -- shutting down -----------------------------------------------------------------------------------
 
 def pid_alive(pid: int) -> bool:
@@ -754,12 +742,13 @@ def pid_alive(pid: int) -> bool:
 
 
 def shutdown(lab: Lab) -> None:
-    """Power the VMs off over SSH; kill what has not stopped after 30 s. Never raises."""
+    """Stop the VMs: QEMU quits on SIGTERM. Their disks are throwaway overlays of the image, so nothing is lost
+    by not powering the guests off (which took about 30 s under TCG). Never raises."""
     started = time.monotonic()
-    for name, proc in lab.vms.items():
+    for proc in lab.vms.values():
         if proc.poll() is None:
-            subprocess.run(ssh_base(lab, name) + ['systemctl poweroff'], capture_output=True, timeout=30, check=False)
-    deadline = time.monotonic() + 30
+            proc.terminate()
+    deadline = time.monotonic() + 10
     for proc in lab.vms.values():
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -768,7 +757,7 @@ def shutdown(lab: Lab) -> None:
             proc.wait()
     down(quiet=True)
     left = [name for name, proc in lab.vms.items() if proc.poll() is None]
-    lab.steps.append(Step('shut the VMs down', time.monotonic() - started, not left, 'none left running' if not left else f'left: {left}'))
+    lab.steps.append(Step('stop the VMs', time.monotonic() - started, not left, 'none left running' if not left else f'left: {left}'))
 
 
 def down(quiet: bool = False) -> None:
@@ -859,9 +848,10 @@ def main(argv: list[str] | None = None) -> int:
             fleet(lab, inventory)
             attachments(lab, inventory)
             sriov_nic(lab, inventory)
-            mdevs(lab, inventory)
-            drain(lab, inventory)
-            selftest(lab)
+            # One after the other, not side by side with lab1's steps: run so, lab1's kernel once stalled for good
+            # (RCU stalls, its timers starved) while lab2 ran four nested guests.
+            mdevs(lab, inventory, HOSTS[1])
+            drain(lab, inventory, HOSTS[1])
             operator_workflow(lab)
         except (LabError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:
             failure = str(exc)
