@@ -43,6 +43,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt impor
     EventLoop,
     Libvirt,
     domain_root,
+    hostdev_source_xml,
     hostdev_xml,
     interface_macs,
     mdev_xml,
@@ -1108,6 +1109,76 @@ def check_timeout(timeout: Any) -> float:
     return float(timeout)
 
 
+@dataclass
+class Foreign:
+    """Another tool's PCI device (``<hostdev type='pci'>``) in a domain: a drain with force takes it out too."""
+
+    address: PciAddress
+    alias: str | None = None     # its alias in the live definition, which libvirt gives every running device
+    live: bool = False
+    config: bool = False
+    asked: str | None = None     # '' once its live unplug was asked for; else why it could not be
+    confirmed_by: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {'attachment_id': None, 'address': str(self.address), 'alias': None, 'foreign': True, 'live': self.live,
+                'persistent': self.config, **({'confirmed_by': self.confirmed_by} if self.confirmed_by else {})}
+
+    def ask_unplug(self, dom: Any, domain: DomainState) -> None:
+        if not (self.live and domain.active):
+            return
+        if not self.alias:
+            self.asked = 'it has no alias in the live definition to unplug it by; still attached'
+            return
+        try:
+            dom.detach(self.alias, True, False)
+            self.asked = ''
+        except PassthroughError as exc:
+            self.asked = f'live detach failed: {exc}; still attached'
+
+    def finish(self, dom: Any, deadline: float, timeout: float) -> str | None:
+        """Confirm its live unplug, then take it out of the persistent definition: None once it is out, else why not."""
+        if self.live:
+            if self.asked:
+                return self.asked
+            outcome = wait_removed(dom, self.alias, max(0.0, deadline - time.monotonic()))
+            if outcome == 'failed':
+                return 'the guest refused the unplug (device-removal-failed); still attached'
+            if outcome == 'timeout':
+                return f'still attached: the guest did not release it within {timeout:g} s'
+            self.confirmed_by = 'device-removed event' if outcome == 'event' else 'gone from the live XML'
+        if self.config:
+            try:
+                dom.detach_xml(hostdev_source_xml(self.address), False, True)
+            except PassthroughError as exc:
+                gone = 'out of the running domain, but ' if self.live else ''
+                return f'{gone}still in the persistent definition: {exc}'
+            self.confirmed_by = self.confirmed_by or 'persistent configuration'
+        return None
+
+
+def foreign_hostdevs(dom: Any, domain: DomainState, warnings: list[str], only: set[str] | None = None) -> list[Foreign]:
+    """The domain's PCI devices that are not this collection's, live and persistent; another tool's network interface
+    (``<interface type='hostdev'>``) is named in a warning and left alone."""
+    found: dict[PciAddress, Foreign] = {}
+    for live, xml in ((True, dom.xml() if domain.active else None), (False, dom.xml(inactive=True) if domain.persistent else None)):
+        for hostdev in parse_hostdevs(xml) if xml is not None else []:
+            if hostdev.attachment_id is not None or (only is not None and str(hostdev.address) not in only):
+                continue
+            if hostdev.kind != 'hostdev':
+                note = (f'{domain.name}: {hostdev.address} is a network interface of another tool (<interface type=\'hostdev\'>), '
+                        'not drained: force takes other tools\' <hostdev> devices only')
+                if note not in warnings:
+                    warnings.append(note)
+                continue
+            device = found.setdefault(hostdev.address, Foreign(hostdev.address))
+            if live:
+                device.live, device.alias = True, hostdev.alias
+            else:
+                device.config = True
+    return list(found.values())
+
+
 class DrainRun:
     """pci_attachment with state=drained or restored, over every domain of the host (or ``domain``).
 
@@ -1152,45 +1223,61 @@ class DrainRun:
             conn.close()
 
     # -- drain --------------------------------------------------------------------------------------------
-    def _targets(self, conn: Libvirt) -> list[tuple[Any, DomainState, list[Attachment]]]:
+    def _targets(self, conn: Libvirt, warnings: list[str]) -> list[tuple[Any, DomainState, list[Attachment], list[Foreign]]]:
         names = [self.params['domain']] if self.params.get('domain') else [info.uuid for info in conn.domains()]
         found = []
         for name in names:
             dom = self.open_domain(conn, name)
             domain = read_domain_state(dom)
             items = [item for item in domain.attachments if self.only is None or str(item.address) in self.only]
-            if items:
-                found.append((dom, domain, items))
+            foreign = foreign_hostdevs(dom, domain, warnings, self.only) if self.params.get('force') else []
+            if items or foreign:
+                found.append((dom, domain, items, foreign))
         return found
 
     def _drain(self, conn: Libvirt, state: dict[str, Any], timeout: float) -> dict[str, Any]:
-        targets = self._targets(conn)
+        warnings: list[str] = []
+        targets = self._targets(conn, warnings)
         if self.check_mode or not targets:
-            drained = [self._drained_record(domain, items) for _dom, domain, items in targets]
-            return {'changed': bool(targets), 'drained': drained, 'stuck': [], 'seconds': 0.0, 'warnings': []}
+            drained = [self._drained_record(domain, items, foreign=[f.record() for f in foreign]) for _dom, domain, items, foreign in targets]
+            return {'changed': bool(targets), 'drained': drained, 'stuck': [], 'seconds': 0.0, 'warnings': warnings}
         # Written ahead: what every domain holds is on record before the first unplug, so that a run that dies half-way
         # (killed, the connection lost) leaves nothing unaccounted for. A restore gives back only what a domain no
         # longer holds; the records are rewritten below with what was really drained.
         kept_before = copy.deepcopy(state.get('drained') or {})
-        for _dom, domain, items in targets:
-            self._keep(state, self._drained_record(domain, items))
+        for _dom, domain, items, foreign in targets:
+            self._keep(state, self._drained_record(domain, items, foreign=[f.record() for f in foreign]))
         save_state(self.params['config_path'], state)
         mdev = self.mdev_sysfs(self.params['sysfs_root'])
         attachers = [(Attacher(dom, domain, domain.active, domain.persistent, timeout, mdev=mdev,
-                               mdevctl_dir=self.params.get('mdevctl_dir'), atomic=False), items) for dom, domain, items in targets]
+                               mdevctl_dir=self.params.get('mdevctl_dir'), atomic=False), items, foreign)
+                     for dom, domain, items, foreign in targets]
         started = time.monotonic()
+
         # Every unplug of every domain asked for first, the domains side by side: libvirt runs one job at a time per
-        # domain, and its detach call waits (up to 5 s) for the guest, so one thread per domain lets the guests release
-        # their devices together.
+        # domain, so one thread per domain lets the guests of all domains release their devices together.
+        def ask(attacher: Attacher, items: list[Attachment], foreign: list[Foreign]) -> None:
+            attacher.ask_unplugs(items)
+            for device in foreign:
+                device.ask_unplug(attacher.dom, attacher.domain)
+
         with ThreadPoolExecutor(max_workers=min(16, len(attachers))) as pool:
-            asked = [pool.submit(attacher.ask_unplugs, items) for attacher, items in attachers]
+            asked = [pool.submit(ask, attacher, items, foreign) for attacher, items, foreign in attachers]
         deadline = time.monotonic() + timeout
-        drained, stuck, problems = [], [], []
-        for (attacher, items), future in zip(attachers, asked):
+        drained, stuck, problems = [], [], warnings
+        for (attacher, items, foreign), future in zip(attachers, asked):
             domain, outcome = attacher.domain, attacher.outcome
+            released: list[dict[str, Any]] = []
             try:
                 future.result()        # a domain libvirt could not be asked about: reported, the others go on
                 attacher.finish_detaches(items, deadline)
+                for device in foreign:
+                    why = device.finish(attacher.dom, deadline, timeout)
+                    if why:
+                        stuck.append({'domain': domain.name, 'uuid': domain.uuid, 'attachment_id': None,
+                                      'label': f'{device.address} (another tool\'s)', 'reason': why})
+                    else:
+                        released.append(device.record())
             except PassthroughError as exc:
                 problems.append(f'{domain.name}: {exc}')
             gone = {item.attachment_id for item in outcome.detached}
@@ -1203,8 +1290,8 @@ class DrainRun:
             stuck += [{'domain': domain.name, 'uuid': domain.uuid, 'attachment_id': item.attachment_id, 'label': item.label,
                        'reason': why} for item, why in outcome.stuck]
             problems += [f'{domain.name}: {text}' for text in outcome.problems]
-            if outcome.detached:
-                drained.append(self._drained_record(domain, outcome.detached, outcome.confirmed))
+            if outcome.detached or released:
+                drained.append(self._drained_record(domain, outcome.detached, outcome.confirmed, foreign=released))
         seconds = round(time.monotonic() - started, 3)
         state['drained'] = kept_before
         for record in drained:
@@ -1213,15 +1300,17 @@ class DrainRun:
         result = {'changed': bool(drained), 'drained': drained, 'stuck': stuck, 'seconds': seconds, 'warnings': problems}
         if stuck:
             result['failed'] = True
-            left = '; '.join(f'{s["domain"]}: {s["label"]} (attachment {s["attachment_id"]}): {s["reason"]}' for s in stuck)
+            left = '; '.join(f'{s["domain"]}: {s["label"]}' + (f' (attachment {s["attachment_id"]})' if s['attachment_id'] else '')
+                             + f': {s["reason"]}' for s in stuck)
             result['msg'] = f'drain incomplete: {left}; {sum(len(r["devices"]) for r in drained)} other device(s) drained and recorded'
         return result
 
     @staticmethod
-    def _drained_record(domain: DomainState, items: list[Attachment], confirmed: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def _drained_record(domain: DomainState, items: list[Attachment], confirmed: Mapping[str, str] | None = None,
+                        foreign: list[dict[str, Any]] | tuple = ()) -> dict[str, Any]:
         return DrainRun._summarised({'domain': domain.name, 'uuid': domain.uuid}, [
             dict(item.record(), live=item.live, persistent=item.config,
-                 **({'confirmed_by': confirmed.get(item.attachment_id)} if confirmed else {})) for item in items])
+                 **({'confirmed_by': confirmed.get(item.attachment_id)} if confirmed else {})) for item in items] + list(foreign))
 
     @staticmethod
     def _summarised(record: Mapping[str, Any], devices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1240,18 +1329,23 @@ class DrainRun:
         kept = state.setdefault('drained', {})
         old = kept.get(record['uuid'])
         if old:
-            ids = {device.get('attachment_id') for device in record['devices']}
-            earlier = [device for device in old.get('devices') or [] if isinstance(device, Mapping) and device.get('attachment_id') not in ids]
+            keys = {DrainRun._device_key(device) for device in record['devices']}
+            earlier = [device for device in old.get('devices') or [] if isinstance(device, Mapping) and DrainRun._device_key(device) not in keys]
             record = DrainRun._summarised(record, earlier + record['devices'])
         kept[record['uuid']] = {key: record[key] for key in ('domain', 'uuid', 'aliases', 'request', 'addresses', 'devices')}
+
+    @staticmethod
+    def _device_key(device: Mapping[str, Any]) -> Any:
+        """A recorded device: this collection's by its attachment id, another tool's (drained with force) by address."""
+        return device.get('attachment_id') or ('address', device.get('address'))
 
     @staticmethod
     def _not_held(record: Mapping[str, Any], domain: DomainState) -> Mapping[str, Any]:
         """The record less the devices the domain still holds: a drain that died before their unplug wrote them ahead,
         and there is nothing to give back for them."""
         devices = [device for device in record.get('devices') or [] if isinstance(device, Mapping)]
-        held = {item.attachment_id for item in domain.attachments}
-        left = [device for device in devices if device.get('attachment_id') not in held]
+        held = {item.attachment_id for item in domain.attachments} | {('address', str(h.address)) for h in domain.hostdevs}
+        left = [device for device in devices if DrainRun._device_key(device) not in held]
         return record if len(left) == len(devices) else DrainRun._summarised(record, left)
 
     # -- restore ------------------------------------------------------------------------------------------

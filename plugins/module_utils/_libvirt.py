@@ -242,6 +242,13 @@ METADATA_URI = 'urn:passthrough-libvirt:attachments:1'
 METADATA_KEY = 'ptlv'
 
 
+def hostdev_source_xml(address: PciAddress) -> str:
+    """A PCI hostdev named only by its source address: what libvirt matches to detach anyone's device from a
+    persistent definition (where a device without a user alias has none)."""
+    return (f"<hostdev mode='subsystem' type='pci'><source><address domain='0x{address.domain:04x}' bus='0x{address.bus:02x}' "
+            f"slot='0x{address.slot:02x}' function='0x{address.function:x}'/></source></hostdev>")
+
+
 def hostdev_xml(address: PciAddress, attachment_id: str, interface: dict[str, Any] | None = None, managed: bool = True) -> str:
     """A managed PCI hostdev with this collection's user alias. ``address`` is a parsed PciAddress.
 
@@ -466,6 +473,13 @@ class DomainHandle:
     def detach(self, alias: str, live: bool, config: bool) -> None:
         try:
             self.dom.detachDeviceAlias(alias, self.flags(live, config))
+        except libvirt.libvirtError as exc:
+            raise LibvirtCallFailed(exc.get_error_message()) from None
+
+    def detach_xml(self, xml: str, live: bool, config: bool) -> None:
+        """Detach the device the XML describes (another tool's, which has no alias of ours)."""
+        try:
+            self.dom.detachDeviceFlags(xml, self.flags(live, config))
         except libvirt.libvirtError as exc:
             raise LibvirtCallFailed(exc.get_error_message()) from None
 

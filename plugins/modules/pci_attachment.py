@@ -83,7 +83,7 @@ options:
         O(config_path) before the first unplug, so that a run that dies half-way leaves it on record, then rewritten
         with what was drained and returned in RV(drained). A device a guest does not release within O(timeout) stays
         attached and recorded, and the run fails naming it (RV(stuck)); the others are drained. Devices attached by
-        others are left alone.
+        others are left alone, unless O(force=true).
       - V(restored) - give each drained domain back what it held - the same aliases and counts, on top of what it
         holds now, chosen afresh from the free devices, live and/or persistent as they were (a domain shut off since gets
         them in its definition) - from the records kept on this host, or from O(drained) (the
@@ -145,6 +145,11 @@ options:
       - Attach a whitelisted device although the host uses it (its only block). Each such device is named in a
         warning. By alias, such devices are chosen only when no other device fits.
       - Any other block (allocated elsewhere, its PF or VF taken, its IOMMU group) still refuses the device.
+      - With O(state=drained), also take out every other tool's PCI device (C(<hostdev type='pci'>) without this
+        collection's alias), live and from the persistent definition, recorded by address (C(foreign) in
+        RV(drained)); a restore gives it back by address - it must be whitelisted - as an attachment of this
+        collection. Another tool's network interface (C(<interface type='hostdev'>)) is named in a warning and left
+        alone.
     type: bool
     default: false
   mdevctl_dir:
@@ -502,7 +507,8 @@ drained:
   description:
     - With O(state=drained), what each domain gave up - C(domain), C(uuid), C(aliases) (alias name to count),
       C(request) (the same as C("alias:count,...")), C(addresses) (devices it had by address, without an alias) and
-      C(devices) (each detached device's entry, as in RV(detached), with C(live), C(persistent) and C(confirmed_by)).
+      C(devices) (each detached device's entry, as in RV(detached), with C(live), C(persistent) and C(confirmed_by);
+      another tool's, drained with O(force), has C(foreign=true) and no C(attachment_id), and is in C(addresses)).
       The same records are kept in O(config_path) for O(state=restored); give them as O(drained) to restore on
       another host.
   returned: with O(state=drained)

@@ -337,8 +337,11 @@ def run(params: dict, check_mode: bool) -> dict:
     to_drain = result.pop('drain_addresses')
     result['drained'] = []
     if to_drain:
+        # force=False: this run's force is the whitelist's (take a device the host uses), not a drain's (other tools'
+        # devices too); a drain mark takes this collection's attachments only.
         drain = DrainRun(dict(params, state='drained', domain=None, request=None, addresses=None, attachment_ids=None,
-                              interface=None, live=None, persistent=None, drained=None, mdevctl_dir=DEFAULT_MDEVCTL_DIR),
+                              interface=None, live=None, persistent=None, drained=None, mdevctl_dir=DEFAULT_MDEVCTL_DIR,
+                              force=False),
                          check_mode, only=set(to_drain)).run()
         result['drained'] = drain['drained']
         result['changed'] = result['changed'] or drain['changed']

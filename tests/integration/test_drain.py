@@ -151,6 +151,47 @@ def test_a_restore_gives_devices_back_by_address_before_any_alias_picks(tmp_path
     assert held(by_address) == [first] and held(by_alias) == [other]
 
 
+def source(address: str, typed: bool = False) -> str:
+    domain, bus, rest = address.split(':')
+    slot, function = rest.split('.')
+    kind = "type='pci' " if typed else ''
+    return f"<source><address {kind}domain='0x{domain}' bus='0x{bus}' slot='0x{slot}' function='0x{function}'/></source>"
+
+
+def test_force_drains_other_tools_devices_too_and_a_restore_gives_them_back(tmp_path, host, define_domain):
+    # Another tool's device (no alias of this collection, no record) in the definition, and one of ours.
+    dom = define_domain(hostdevs=f"<hostdev mode='subsystem' type='pci' managed='yes'>{source(GPUS[1])}</hostdev>")
+    vf = module(tmp_path, host, domain=dom.name(), request='vf:1', aliases=ALIASES).result['attached'][0]['address']
+    assert held(dom) == sorted([GPUS[1], vf])
+    plain = module(tmp_path, host, state='drained', domain=dom.name())
+    assert plain.rc == 0 and held(dom) == [GPUS[1]]                       # without force: ours only
+    assert module(tmp_path, host, state='restored', aliases=ALIASES).rc == 0
+    checked = module(tmp_path, host, state='drained', domain=dom.name(), force=True, _ansible_check_mode=True)
+    assert checked.rc == 0 and checked.result['changed'] is True
+    assert [(d['address'], d.get('foreign', False)) for d in checked.result['drained'][0]['devices']][-1] == (GPUS[1], True)
+    assert len(held(dom)) == 2
+    forced = module(tmp_path, host, state='drained', domain=dom.name(), force=True)
+    assert forced.rc == 0, forced.msg
+    assert held(dom) == []
+    entry = forced.result['drained'][0]
+    assert entry['aliases'] == {'vf': 1} and entry['addresses'] == [GPUS[1]]
+    assert [d['confirmed_by'] for d in entry['devices'] if d.get('foreign')] == ['persistent configuration']
+    # The restore gives it back by address, as an attachment of this collection now.
+    restored = module(tmp_path, host, state='restored', aliases=ALIASES)
+    assert restored.rc == 0, restored.msg
+    assert GPUS[1] in held(dom) and len(held(dom)) == 2
+
+
+def test_force_leaves_another_tools_network_interface_and_says_so(tmp_path, host, define_domain):
+    dom = define_domain(hostdevs=f"<interface type='hostdev' managed='yes'>{source(VFS[3], typed=True)}</interface>")
+    run = module(tmp_path, host, state='drained', domain=dom.name(), force=True)
+    assert run.rc == 0 and run.result['changed'] is False
+    warnings = [w['event']['msg'] if isinstance(w, dict) else w for w in run.result.get('warnings', [])]
+    assert warnings == [f"{dom.name()}: {VFS[3]} is a network interface of another tool (<interface type='hostdev'>), "
+                        "not drained: force takes other tools' <hostdev> devices only"]
+    assert held(dom) == [VFS[3]]
+
+
 def killed_drain(tmp_path, host, where: str) -> None:
     """A drain in a real process that dies at ``where`` the way a killed one does: os._exit, so no finally block, no
     context manager and no rollback runs (the kernel releases the host lock). A test double for the death only - a

@@ -265,3 +265,29 @@ def test_a_drain_reports_the_device_a_guest_keeps_and_records_only_what_left(tmp
     assert [r['id'][-1] for r in dom.metadata(True)] == [r['id'][-1] for r in dom.metadata(False)] == ['2']
     record = json.loads(config_path.read_text())['drained'][dom.uuid]
     assert record['aliases'] == {'vf': 1} and [d['address'] for d in record['devices']] == ['0000:3b:02.0']
+
+
+def test_a_forced_drain_unplugs_another_tools_device_by_its_live_alias_then_from_the_definition(tmp_path):
+    """DrainRun with force over the running double: another tool's hostdev (alias hostdev0, no record) leaves the running
+    domain by its alias, confirmed by the event, then the persistent definition by its source address; ours as usual."""
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._attachment import DrainRun
+    dom = RunningDomain()
+    holding(dom, (1, '0000:3b:02.0', 'vf'))
+    dom.live['hostdev0'] = dom.config['hostdev0'] = '0000:86:00.0'
+
+    def detach_xml(xml, live, config):
+        dom.calls.append(('detach_xml', live, config))
+        [hostdev] = parse_hostdevs(f'<domain><devices>{xml}</devices></domain>')
+        side = dom.config if config else dom.live
+        del side[next(alias for alias, address in side.items() if address == str(hostdev.address))]
+    dom.detach_xml = detach_xml
+    params = {'state': 'drained', 'uri': 'test:///default', 'domain': dom.name, 'timeout': 5, 'force': True,
+              'config_path': str(tmp_path / 'state.json'), 'sysfs_root': str(tmp_path / 'sys'), 'mdevctl_dir': None}
+    result = DrainRun(params, False, open_domain=lambda _conn, _name: dom, mdev_sysfs=lambda _root: None).run()
+    assert result['changed'] is True and result['stuck'] == [] and not result.get('failed')
+    assert dom.live == {} and dom.config == {}
+    assert ('detach', True, False) in dom.calls and ('detach_xml', False, True) in dom.calls
+    [record] = result['drained']
+    assert record['aliases'] == {'vf': 1} and record['addresses'] == ['0000:86:00.0']
+    assert [(d['address'], d.get('foreign', False), d['confirmed_by']) for d in record['devices']] == [
+        ('0000:3b:02.0', False, 'device-removed event'), ('0000:86:00.0', True, 'device-removed event')]
