@@ -24,7 +24,6 @@ written back - and the message says what was undone and what was left.
 from __future__ import annotations
 
 import copy
-
 import json
 import os
 import time
@@ -1159,7 +1158,7 @@ class Foreign:
 
 def foreign_hostdevs(dom: Any, domain: DomainState, warnings: list[str], only: set[str] | None = None) -> list[Foreign]:
     """The domain's PCI devices that are not this collection's, live and persistent; another tool's network interface
-    (``<interface type='hostdev'>``) is named in a warning and left alone."""
+    (``<interface type='hostdev'>``) or mediated device is named in a warning and left alone."""
     found: dict[PciAddress, Foreign] = {}
     for live, xml in ((True, dom.xml() if domain.active else None), (False, dom.xml(inactive=True) if domain.persistent else None)):
         for hostdev in parse_hostdevs(xml) if xml is not None else []:
@@ -1167,7 +1166,7 @@ def foreign_hostdevs(dom: Any, domain: DomainState, warnings: list[str], only: s
                 continue
             if hostdev.kind != 'hostdev':
                 note = (f'{domain.name}: {hostdev.address} is a network interface of another tool (<interface type=\'hostdev\'>), '
-                        'not drained: force takes other tools\' <hostdev> devices only')
+                        'not drained: force takes other tools\' PCI devices (<hostdev type=\'pci\'>) only')
                 if note not in warnings:
                     warnings.append(note)
                 continue
@@ -1176,6 +1175,11 @@ def foreign_hostdevs(dom: Any, domain: DomainState, warnings: list[str], only: s
                 device.live, device.alias = True, hostdev.alias
             else:
                 device.config = True
+    if only is None:
+        for mdev in domain.mdevs:
+            if mdev.attachment_id is None:
+                warnings.append(f'{domain.name}: mdev {mdev.uuid} is a mediated device of another tool, not drained: force '
+                                'takes other tools\' PCI devices (<hostdev type=\'pci\'>) only')
     return list(found.values())
 
 

@@ -148,8 +148,8 @@ options:
       - With O(state=drained), also take out every other tool's PCI device (C(<hostdev type='pci'>) without this
         collection's alias), live and from the persistent definition, recorded by address (C(foreign) in
         RV(drained)); a restore gives it back by address - it must be whitelisted - as an attachment of this
-        collection. Another tool's network interface (C(<interface type='hostdev'>)) is named in a warning and left
-        alone.
+        collection. Another tool's network interface (C(<interface type='hostdev'>)) or mediated device is named in a
+        warning and left alone.
     type: bool
     default: false
   mdevctl_dir:

@@ -182,14 +182,18 @@ def test_force_drains_other_tools_devices_too_and_a_restore_gives_them_back(tmp_
     assert GPUS[1] in held(dom) and len(held(dom)) == 2
 
 
-def test_force_leaves_another_tools_network_interface_and_says_so(tmp_path, host, define_domain):
-    dom = define_domain(hostdevs=f"<interface type='hostdev' managed='yes'>{source(VFS[3], typed=True)}</interface>")
+def test_force_leaves_another_tools_network_interface_and_mdev_and_says_so(tmp_path, host, define_domain):
+    mdev = '3a1b2c4d-0000-4000-8000-00000000abcd'
+    dom = define_domain(hostdevs=f"<interface type='hostdev' managed='yes'>{source(VFS[3], typed=True)}</interface>"
+                                 f"<hostdev mode='subsystem' type='mdev' model='vfio-pci'><source><address uuid='{mdev}'/></source></hostdev>")
     run = module(tmp_path, host, state='drained', domain=dom.name(), force=True)
     assert run.rc == 0 and run.result['changed'] is False
     warnings = [w['event']['msg'] if isinstance(w, dict) else w for w in run.result.get('warnings', [])]
     assert warnings == [f"{dom.name()}: {VFS[3]} is a network interface of another tool (<interface type='hostdev'>), "
-                        "not drained: force takes other tools' <hostdev> devices only"]
-    assert held(dom) == [VFS[3]]
+                        "not drained: force takes other tools' PCI devices (<hostdev type='pci'>) only",
+                        f"{dom.name()}: mdev {mdev} is a mediated device of another tool, not drained: force takes other tools' "
+                        "PCI devices (<hostdev type='pci'>) only"]
+    assert held(dom) == [VFS[3]] and mdev in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
 
 
 def killed_drain(tmp_path, host, where: str) -> None:
