@@ -26,6 +26,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._day2 import (
     ServiceMark,
     identity_of,
     iommu_groups,
+    mark_of,
     parse_accept,
     parse_identities,
     parse_marks,
@@ -417,10 +418,19 @@ class WhitelistRun:
             snapshot.refresh_devices()      # the drivers and VFs as they are now
         snapshot.use_day2(parse_identities(new_state['identities']), day2.marks)   # as stored now (or, in check mode, would be)
         result['unavailable'] = self._unavailable(snapshot)
-        # Devices under a drain mark that domains hold: the module takes them out (pci_attachment's drain, after this lock).
-        result['drain_addresses'] = sorted(str(address) for address, device_state in snapshot.states().items()
-                                           if device_state.allocation is not None and device_state.out_of_service is not None
-                                           and device_state.out_of_service.mode == MODE_DRAIN)
+        # Devices under a drain mark that domains hold, and mdev parents under one (their mdevs may be held): the module
+        # takes them out (pci_attachment's drain, after this lock).
+        # (A parent is judged by the mark on its PCI address or its PF, or on the host: it need not be whitelisted.)
+        parents = {mdev.parent for mdev in snapshot.mdevs}
+        drained_parents = set()
+        for device in snapshot.devices.values():
+            mark = mark_of(day2.marks, device, None) if str(device.address) in parents else None
+            if mark is not None and mark.mode == MODE_DRAIN:
+                drained_parents.add(str(device.address))
+        result['drain_addresses'] = sorted(drained_parents | {
+            str(address) for address, device_state in snapshot.states().items()
+            if device_state.allocation is not None and device_state.out_of_service is not None
+            and device_state.out_of_service.mode == MODE_DRAIN})
         if params.get('_diff'):
             after_devices = snapshot.devices if not self.check_mode else None
             result['diff'] = {'before': before, 'after': self._snapshot(after_devices, new_state) if after_devices is not None

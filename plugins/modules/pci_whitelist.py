@@ -80,7 +80,8 @@ options:
         all its VFs), C(alias) (every device an alias of O(aliases) matches) or C(host=true) (every device of
         the host, and its mediated devices), with C(reason) (text, required) and C(mode) - V(no-new) (the
         default - nothing new is given, what guests hold stays) or V(drain) (the marked devices are also taken
-        out of every domain that holds them, as by M(passthrough.libvirt.pci_attachment) with O(state=drained)).
+        out of every domain that holds them, as by M(passthrough.libvirt.pci_attachment) with O(state=drained); so
+        are the mediated devices domains hold on a PCI mdev parent that a mark covers by address, PF or host).
       - O(state=absent) removes every mark.
     type: list
     elements: dict

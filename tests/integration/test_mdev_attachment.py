@@ -208,3 +208,24 @@ def test_an_nvidia_vgpu_vf_gets_its_type_set_before_the_attach_and_reset_after(t
     assert [d['address'] for d in gone['detached']] == ['0000:01:00.4']
     assert current_types(vgpu_host) == {'0000:01:00.4': None, '0000:01:00.5': 1156}     # back to none, as it was
     assert 'hostdev' not in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+
+
+def test_a_drain_mark_on_an_mdev_parent_takes_its_mdevs_out_of_the_domains(tmp_path, define_domain):
+    root = tmp_path / 'sys'
+    sysfs_tree.dual_socket_server(root)
+    gpu = '0000:3c:00.0'
+    mdev_tree.mdev_parent(root, mdev_tree.device_dir(root, gpu),
+                          {'nvidia-63': {'name': 'GRID T4-1Q', 'device_api': 'vfio-pci', 'available_instances': 4}})
+    host = {'sysfs_root': str(root), 'config_path': str(tmp_path / 'etc' / 'state.json'), 'mdevctl_dir': str(tmp_path / 'mdevctl.d'),
+            'device_spec': [{'mdev_parent': gpu, 'mdev_types': ['nvidia-63']}]}
+    dom = define_domain()
+    done = attach(host, dom.name(), aliases=[{'name': 'vgpu', 'mdev_type': 'nvidia-63'}], request='vgpu:1')
+    [uuid] = config_mdevs(dom)
+    assert done['attached'][0]['mdev_parent'] == gpu
+    mark = [{'address': gpu, 'mode': 'drain', 'reason': 'Xid 79'}]
+    marked = run_module_process('pci_whitelist', dict(shared(host), driver='', out_of_service=mark), tmp_path)
+    assert marked.rc == 0, marked.msg
+    assert f'drain 1 device(s) from {dom.name()}' in marked.result['actions']
+    [record] = [entry for entry in marked.result['drained'] if entry['domain'] == dom.name()]
+    assert record['aliases'] == {'vgpu': 1} and [d['mdev_uuid'] for d in record['devices']] == [uuid]
+    assert config_mdevs(dom) == []
