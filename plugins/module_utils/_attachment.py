@@ -152,6 +152,8 @@ class DomainState:
     numa_nodes: set[int] | None = None
     # Every PCI device of the domain (anyone's): the live definition's, then those only in the persistent one.
     hostdevs: list[Hostdev] = field(default_factory=list)
+    in_live: set[PciAddress] = field(default_factory=set)     # the addresses of those in the live definition
+    in_config: set[PciAddress] = field(default_factory=set)   # and of those in the persistent one
     macs: dict[str, str] = field(default_factory=dict)    # every interface's MAC, live or persistent -> which interface
     mdevs: list[MdevHostdev] = field(default_factory=list)  # every mediated device of the domain (anyone's)
 
@@ -176,12 +178,15 @@ def read_domain_state(dom: Any) -> DomainState:
     live_xml = domain_root(dom.xml()) if active else None
     config_xml = domain_root(dom.xml(inactive=True)) if persistent else None
     every: dict[PciAddress, Hostdev] = {}
+    in_live: set[PciAddress] = set()
+    in_config: set[PciAddress] = set()
     every_mdev: dict[str, MdevHostdev] = {}
     for xml, live in ((live_xml, True), (config_xml, False)):
         if xml is None:
             continue
         for hostdev in parse_hostdevs(xml):
             every.setdefault(hostdev.address, hostdev)
+            (in_live if live else in_config).add(hostdev.address)
             if hostdev.attachment_id is None:
                 continue
             item = found.setdefault(hostdev.attachment_id, Attachment(hostdev.attachment_id, hostdev.address, None, recorded=False))
@@ -219,7 +224,8 @@ def read_domain_state(dom: Any) -> DomainState:
             for mac, where in interface_macs(xml).items():
                 macs.setdefault(mac, where)
     return DomainState(dom.uuid, dom.name, active, persistent, attachments, records,
-                       numa_nodes(live_xml if active else config_xml), list(every.values()), macs, list(every_mdev.values()))
+                       numa_nodes(live_xml if active else config_xml), list(every.values()), in_live, in_config, macs,
+                       list(every_mdev.values()))
 
 
 # -- the request ---------------------------------------------------------------------------------------------
@@ -1156,31 +1162,26 @@ class Foreign:
         return None
 
 
-def foreign_hostdevs(dom: Any, domain: DomainState, warnings: list[str], only: set[str] | None = None) -> list[Foreign]:
-    """The domain's PCI devices that are not this collection's, live and persistent; another tool's network interface
-    (``<interface type='hostdev'>``) or mediated device is named in a warning and left alone."""
-    found: dict[PciAddress, Foreign] = {}
-    for live, xml in ((True, dom.xml() if domain.active else None), (False, dom.xml(inactive=True) if domain.persistent else None)):
-        for hostdev in parse_hostdevs(xml) if xml is not None else []:
-            if hostdev.attachment_id is not None or (only is not None and str(hostdev.address) not in only):
-                continue
-            if hostdev.kind != 'hostdev':
-                note = (f'{domain.name}: {hostdev.address} is a network interface of another tool (<interface type=\'hostdev\'>), '
-                        'not drained: force takes other tools\' PCI devices (<hostdev type=\'pci\'>) only')
-                if note not in warnings:
-                    warnings.append(note)
-                continue
-            device = found.setdefault(hostdev.address, Foreign(hostdev.address))
-            if live:
-                device.live, device.alias = True, hostdev.alias
-            else:
-                device.config = True
+def foreign_hostdevs(domain: DomainState, warnings: list[str], only: set[str] | None = None) -> list[Foreign]:
+    """The domain's PCI devices that are not this collection's, live and persistent (as read with the domain's state);
+    another tool's network interface (``<interface type='hostdev'>``) or mediated device is named in a warning and left
+    alone."""
+    found = []
+    for hostdev in domain.hostdevs:            # the live definition's first: their alias is the live one
+        if hostdev.attachment_id is not None or (only is not None and str(hostdev.address) not in only):
+            continue
+        if hostdev.kind != 'hostdev':
+            warnings.append(f'{domain.name}: {hostdev.address} is a network interface of another tool (<interface type=\'hostdev\'>), '
+                            'not drained: force takes other tools\' PCI devices (<hostdev type=\'pci\'>) only')
+            continue
+        live = hostdev.address in domain.in_live
+        found.append(Foreign(hostdev.address, hostdev.alias if live else None, live, hostdev.address in domain.in_config))
     if only is None:
         for mdev in domain.mdevs:
             if mdev.attachment_id is None:
                 warnings.append(f'{domain.name}: mdev {mdev.uuid} is a mediated device of another tool, not drained: force '
                                 'takes other tools\' PCI devices (<hostdev type=\'pci\'>) only')
-    return list(found.values())
+    return found
 
 
 class DrainRun:
@@ -1238,7 +1239,7 @@ class DrainRun:
             domain = read_domain_state(dom)
             items = [item for item in domain.attachments if self.only is None or str(item.address) in self.only
                      or (item.mdev is not None and (item.mdev.get('parent') or parent_of.get(item.mdev['uuid'])) in self.only)]
-            foreign = foreign_hostdevs(dom, domain, warnings, self.only) if self.params.get('force') else []
+            foreign = foreign_hostdevs(domain, warnings, self.only) if self.params.get('force') else []
             if items or foreign:
                 found.append((dom, domain, items, foreign))
         return found
