@@ -732,13 +732,11 @@ class Attacher:
             return None
         if self._asked[item.attachment_id]:
             return self._asked[item.attachment_id]
-        outcome = wait_removed(self.dom, item.libvirt_alias, max(0.0, deadline - time.monotonic()))
-        if outcome == 'failed':
-            return 'the guest refused the unplug (device-removal-failed); still attached'
-        if outcome == 'timeout':
-            return f'still attached: the guest did not release it within {self.timeout:g} s'
-        self.outcome.confirmed[item.attachment_id] = 'device-removed event' if outcome == 'event' else 'gone from the live XML'
-        return None
+        problem, confirmed = unplug_outcome(wait_removed(self.dom, item.libvirt_alias, max(0.0, deadline - time.monotonic())),
+                                            self.timeout)
+        if confirmed:
+            self.outcome.confirmed[item.attachment_id] = confirmed
+        return problem
 
     def finish_detaches(self, items: list[Attachment], deadline: float) -> None:
         """Phase two: confirm each unplug, take it out of the persistent definition, give back what it held.
@@ -840,12 +838,10 @@ class Attacher:
                 self.dom.detach(item.libvirt_alias, True, False)
             except PassthroughError as exc:
                 return f'live detach failed: {exc}'
-            outcome = wait_removed(self.dom, item.libvirt_alias, self.timeout)
-            if outcome == 'failed':
-                return 'the guest refused the unplug (device-removal-failed); still attached'
-            if outcome == 'timeout':
-                return f'still attached: the guest did not release it within {self.timeout:g} s'
-            self.outcome.confirmed[item.attachment_id] = 'device-removed event' if outcome == 'event' else 'gone from the live XML'
+            problem, confirmed = unplug_outcome(wait_removed(self.dom, item.libvirt_alias, self.timeout), self.timeout)
+            if problem:
+                return problem
+            self.outcome.confirmed[item.attachment_id] = confirmed
         else:
             self.outcome.confirmed[item.attachment_id] = 'persistent configuration'
         if self.config and item.libvirt_alias in in_config:
@@ -974,6 +970,15 @@ def wait_removed(dom: Any, alias: str, timeout: float) -> str:
         if now >= deadline:
             return 'absent' if gone_at is not None else 'timeout'
         dom.wait_event(0.25)
+
+
+def unplug_outcome(outcome: str, timeout: float) -> tuple[str | None, str | None]:
+    """What ``wait_removed``'s outcome means: (why the device is still attached, None) or (None, what confirmed it)."""
+    if outcome == 'failed':
+        return 'the guest refused the unplug (device-removal-failed); still attached', None
+    if outcome == 'timeout':
+        return f'still attached: the guest did not release it within {timeout:g} s', None
+    return None, 'device-removed event' if outcome == 'event' else 'gone from the live XML'
 
 
 # -- one run of pci_attachment -------------------------------------------------------------------------------
@@ -1146,12 +1151,9 @@ class Foreign:
         if self.live:
             if self.asked:
                 return self.asked
-            outcome = wait_removed(dom, self.alias, max(0.0, deadline - time.monotonic()))
-            if outcome == 'failed':
-                return 'the guest refused the unplug (device-removal-failed); still attached'
-            if outcome == 'timeout':
-                return f'still attached: the guest did not release it within {timeout:g} s'
-            self.confirmed_by = 'device-removed event' if outcome == 'event' else 'gone from the live XML'
+            problem, self.confirmed_by = unplug_outcome(wait_removed(dom, self.alias, max(0.0, deadline - time.monotonic())), timeout)
+            if problem:
+                return problem
         if self.config:
             try:
                 dom.detach_xml(hostdev_source_xml(self.address), False, True)
@@ -1189,10 +1191,11 @@ class DrainRun:
 
     A drain takes every attachment of this collection out of each domain - live and from the persistent definition,
     as the domain has them - asking for every unplug of every domain first and then confirming them together by
-    their device-removed events, so a host drains in about the time of one unplug. What each domain held (its
-    aliases and counts, and devices attached by address) is kept in the host's state file and returned, so that a
-    restore re-attaches the same - on this host, or on another one given the returned records. A device a guest does
-    not release within ``timeout`` is reported and stays attached and recorded: nothing is left unaccounted for.
+    their device-removed events, so that the guests release their devices together. What each domain held (its
+    aliases and counts, and devices attached by address) is written to the host's state file before the first unplug,
+    rewritten with what was drained, and returned, so that a restore re-attaches the same - on this host, or on another
+    one given the returned records. A device a guest does not release within ``timeout`` is reported and stays
+    attached and recorded: nothing is left unaccounted for.
 
     A restore plans every domain first (nothing changes when one cannot be met), then attaches domain by domain;
     if one fails, what the earlier ones got is detached again.

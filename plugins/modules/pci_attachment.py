@@ -518,7 +518,8 @@ drained:
 stuck:
   description:
     - With O(state=drained), each device a guest did not release within O(timeout) - C(domain), C(uuid),
-      C(attachment_id), C(label), C(reason). It stays attached and recorded; the run fails.
+      C(attachment_id) (null for another tool's device, drained with O(force)), C(label), C(reason). It stays attached
+      and recorded; the run fails.
   returned: with O(state=drained)
   type: list
   elements: dict
