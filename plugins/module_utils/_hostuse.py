@@ -46,10 +46,14 @@ def pci_address_in_path(path: str) -> PciAddress | None:
 
 
 class KernelNetFacts:
-    """Addresses and default routes of network interfaces, as the running kernel reports them."""
+    """Addresses and default routes of network interfaces, as the running kernel reports them.
+
+    One object answers for one reading of the host: /proc/net/if_inet6 is read once, at the first question.
+    """
 
     def __init__(self, proc_root: str = '/proc') -> None:
         self.proc_root = proc_root
+        self._ipv6: dict[str, list[str]] | None = None
 
     def addresses(self, ifname: str) -> list[str]:
         """The IPv4 address (SIOCGIFADDR) and global IPv6 addresses of an interface."""
@@ -60,12 +64,14 @@ class KernelNetFacts:
                 found.append(socket.inet_ntoa(data[20:24]))
             except OSError:
                 pass   # no IPv4 address (EADDRNOTAVAIL), or no such interface
-        # if_inet6: address, ifindex, prefix length, scope, flags, name. Link-local (scope 20)
-        # addresses exist on every interface that is up: they do not mean the host relies on it.
-        for fields in self._table('net/if_inet6'):
-            if len(fields) == 6 and fields[5] == ifname and fields[3] == _IPV6_SCOPE_GLOBAL:
-                found.append(str(ipaddress.IPv6Address(int(fields[0], 16))))
-        return found
+        if self._ipv6 is None:
+            # if_inet6: address, ifindex, prefix length, scope, flags, name. Link-local (scope 20)
+            # addresses exist on every interface that is up: they do not mean the host relies on it.
+            self._ipv6 = {}
+            for fields in self._table('net/if_inet6'):
+                if len(fields) == 6 and fields[3] == _IPV6_SCOPE_GLOBAL:
+                    self._ipv6.setdefault(fields[5], []).append(str(ipaddress.IPv6Address(int(fields[0], 16))))
+        return found + self._ipv6.get(ifname, [])
 
     def default_route_interfaces(self) -> set[str]:
         interfaces = set()
@@ -93,26 +99,26 @@ class HostUseReader:
     def __init__(self, sysfs_root: str = '/sys', proc_root: str = '/proc', net: KernelNetFacts | None = None) -> None:
         self.sysfs_root = sysfs_root
         self.proc_root = proc_root
-        self.net = net or KernelNetFacts(proc_root)
+        self._net = net   # None: the kernel's, asked afresh by every read()
 
     def read(self, only: Collection[PciAddress] | None = None) -> HostUse:
         """What the host uses; ``only`` (the devices a run could give to a guest) skips the facts of every other device."""
         use = HostUse()
         wanted = set(only) if only is not None else None
         if wanted is None or wanted:
-            self._network(use, wanted)
+            self._network(use, wanted, self._net or KernelNetFacts(self.proc_root))
             self._storage(use)
             self._boot_vga(use, wanted)
         return use
 
     # -- network ---------------------------------------------------------------------------------
-    def _network(self, use: HostUse, wanted: set[PciAddress] | None) -> None:
+    def _network(self, use: HostUse, wanted: set[PciAddress] | None, net) -> None:
         class_net = os.path.join(self.sysfs_root, 'class', 'net')
         try:
             interfaces = sorted(os.listdir(class_net))
         except OSError:
             return
-        default_route = self.net.default_route_interfaces()
+        default_route = net.default_route_interfaces()
         for ifname in interfaces:
             # The kernel's link holds the device path (../../devices/pci0000:00/0000:00:03.0/virtio0/net/eth0):
             # its text names the PCI function, so nothing needs resolving.
@@ -124,7 +130,7 @@ class HostUseReader:
                 continue   # virtual interface (lo, bridges, bonds), or a device no run could give away
             for name in self._upper_chain(class_net, ifname):
                 via = '' if name == ifname else f' through {name}'
-                addresses = self.net.addresses(name)
+                addresses = net.addresses(name)
                 if addresses:
                     use.add(address, f'network interface {ifname} has address {", ".join(addresses)}{via}')
                 if name in default_route:

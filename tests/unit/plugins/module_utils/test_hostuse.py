@@ -104,3 +104,19 @@ def test_this_machine(tmp_path):
     disk = pci_address_in_path(os.path.realpath(f'/sys/dev/block/{os.major(root)}:{os.minor(root)}'))
     if disk is not None:
         assert any(reason.startswith('holds the mounted filesystem / ') for reason in use.of(disk))
+
+
+def test_global_ipv6_addresses_come_from_one_reading_of_if_inet6(tmp_path):
+    """Global addresses are an interface's, link-local ones are not; the table is read once per facts object, so
+    a second reading of the host (a new object, as every HostUseReader.read() makes) sees a change."""
+    table = tmp_path / 'net' / 'if_inet6'
+    table.parent.mkdir()
+    table.write_text('20010db8000000000000000000000001 02 40 00 80     eth9\n'
+                     'fe800000000000000000000000000001 02 40 20 80     eth9\n'
+                     '20010db8000000000000000000000002 03 40 00 80    eth10\n', encoding='ascii')
+    facts = KernelNetFacts(str(tmp_path))
+    assert facts.addresses('eth9') == ['2001:db8::1']
+    assert facts.addresses('eth10') == ['2001:db8::2']
+    table.write_text('', encoding='ascii')
+    assert facts.addresses('eth9') == ['2001:db8::1']
+    assert KernelNetFacts(str(tmp_path)).addresses('eth9') == []
