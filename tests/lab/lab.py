@@ -64,6 +64,7 @@ class Lab:
     accel: str
     memory: int
     l2_type: str = 'qemu'
+    zipcache: bool = True
     qemu: str = 'qemu-system-x86_64'
     firmware: list[str] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
@@ -340,11 +341,25 @@ def wait_for_ssh(lab: Lab) -> None:
         step.detail = ', '.join(f'{name} after {seconds:.0f} s' for name, seconds in ready.items())
 
 
+# Installs tests/lab/zipcache.py in a hypervisor: a .pth line in site-packages runs it at every interpreter start.
+ZIPCACHE_INSTALL = """set -e
+d=$(python3 -c 'import site; print(site.getsitepackages()[0])')
+mkdir -p "$d"
+cat > "$d/lab_zipcache.py"
+python3 -m py_compile "$d/lab_zipcache.py"
+echo 'import lab_zipcache; lab_zipcache.install()' > "$d/lab-zipcache.pth"
+"""
+
+
 def prepare_hosts(lab: Lab) -> None:
-    """Wait for libvirtd in each host and define the two test domains."""
-    with lab.step('define the test domains') as step:
+    """Wait for libvirtd in each host, install the bytecode cache for AnsiballZ (unless --no-zipcache) and define the
+    two test domains."""
+    title = 'define the test domains' + (', AnsiballZ bytecode cache installed (tests/lab/zipcache.py)' if lab.zipcache else '')
+    with lab.step(title) as step:
         kinds = {}
         for name in HOSTS:
+            if lab.zipcache:
+                ssh(lab, name, ZIPCACHE_INSTALL, stdin=(HERE / 'zipcache.py').read_text(encoding='utf-8'))
             ssh(lab, name, 'for i in $(seq 1 60); do virsh -q uri >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1', timeout=90)
             kind = lab.l2_type
             if kind == 'kvm' and ssh(lab, name, 'test -c /dev/kvm && echo kvm || echo qemu').strip() != 'kvm':
@@ -802,6 +817,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--l2-type', choices=('qemu', 'kvm'), default=os.environ.get('LAB_L2_TYPE', 'qemu'),
                         help='domain type of the test guests inside the hypervisors (default qemu: nested KVM inside a '
                              'TCG hypervisor once panicked its kernel; kvm where the hypervisors run under real KVM)')
+    parser.add_argument('--no-zipcache', action='store_true', default=os.environ.get('LAB_ZIPCACHE') == '0',
+                        help='do not install the bytecode cache for AnsiballZ in the hypervisors (tests/lab/zipcache.py): '
+                             'every module run then compiles all it ships, as Python does without it')
     parser.add_argument('--keep-running', action='store_true', help='leave the VMs running after the scenario (stop with --down)')
     parser.add_argument('--down', action='store_true', help='stop lab VMs left running and exit')
     parser.add_argument('--prepare', action='store_true',
@@ -829,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Ctrl-C and SIGTERM end the scenario through the same path as a failure: the VMs go down.
     signal.signal(signal.SIGTERM, interrupt)
-    lab = Lab(accel=args.accel, memory=args.memory, l2_type=args.l2_type)
+    lab = Lab(accel=args.accel, memory=args.memory, l2_type=args.l2_type, zipcache=not args.no_zipcache)
     started = time.monotonic()
     failure = None
     with MemorySampler() as memory:
