@@ -126,16 +126,17 @@ molecule: venv src-tree libvirtd
 # The lab's image (debootstrap, about 3 min, mostly downloads and disk) is built in the background while the
 # suites run; the lab step waits for it (a lock in tests/lab/lab.py) and builds it itself if that failed.
 # The suites run as two streams side by side, each suite keeping one of the machine's two cores busy: those that
-# need only Python, and those that use libvirtd (one after the other: they share its pcitest- domains). Their
-# output comes whole, stream by stream, when both have ended (logs in .build/suites/).
-SUITES_CPU := sanity lint units units-py39
+# do not use libvirtd (the execution environment's build among them), and those that do (one after the other: they
+# share its pcitest- domains). Their output comes whole, stream by stream, when both have ended (logs in
+# .build/suites/). The lab comes last, alone: its two VMs need both cores.
+SUITES_CPU := sanity lint units units-py39 ee
 SUITES_LIBVIRT := integration molecule
 test: system-test system-lab venv src-tree
 	@mkdir -p $(BUILD)
 	@echo "test: preparing the lab's image and QEMU in the background (log: $(BUILD)/lab-prepare.log)"
 	@$(SUDO) $(BIN)/python tests/lab/lab.py --prepare >$(BUILD)/lab-prepare.log 2>&1 &
 	@bash tests/utils/side-by-side.sh $(BUILD)/suites "$(MAKE) $(SUITES_CPU)" "$(MAKE) $(SUITES_LIBVIRT)"
-	$(MAKE) lab ee
+	$(MAKE) lab
 
 # The goals of docs/performance.md in one table (bench/all, a few minutes); it rewrites the doc's generated section.
 bench: system-test venv src-tree libvirtd
