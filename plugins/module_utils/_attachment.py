@@ -1207,7 +1207,7 @@ class DrainRun:
         self.check_mode = check_mode
         self.open_domain = open_domain
         self.mdev_sysfs = mdev_sysfs
-        self.only = only        # drain only these PCI addresses (pci_whitelist's drain marks)
+        self.only = only        # drain only these PCI addresses and mdev UUIDs (pci_whitelist's drain marks)
 
     def run(self) -> dict[str, Any]:
         params = self.params
@@ -1241,7 +1241,8 @@ class DrainRun:
             dom = self.open_domain(conn, name)
             domain = read_domain_state(dom)
             items = [item for item in domain.attachments if self.only is None or str(item.address) in self.only
-                     or (item.mdev is not None and (item.mdev.get('parent') or parent_of.get(item.mdev['uuid'])) in self.only)]
+                     or (item.mdev is not None and (item.mdev['uuid'] in self.only
+                                                    or (item.mdev.get('parent') or parent_of.get(item.mdev['uuid'])) in self.only))]
             foreign = foreign_hostdevs(domain, warnings, self.only) if self.params.get('force') else []
             if items or foreign:
                 found.append((dom, domain, items, foreign))

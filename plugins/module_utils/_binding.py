@@ -26,7 +26,7 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._day2 import (
     ServiceMark,
     identity_of,
     iommu_groups,
-    mark_of,
+    mdev_mark_of,
     parse_accept,
     parse_identities,
     parse_marks,
@@ -418,16 +418,9 @@ class WhitelistRun:
             snapshot.refresh_devices()      # the drivers and VFs as they are now
         snapshot.use_day2(parse_identities(new_state['identities']), day2.marks)   # as stored now (or, in check mode, would be)
         result['unavailable'] = self._unavailable(snapshot)
-        # Devices under a drain mark that domains hold, and mdev parents under one (their mdevs may be held): the module
-        # takes them out (pci_attachment's drain, after this lock).
-        # (A parent is judged by the mark on its PCI address or its PF, or on the host: it need not be whitelisted.)
-        parents = {mdev.parent for mdev in snapshot.mdevs}
-        drained_parents = set()
-        for device in snapshot.devices.values():
-            mark = mark_of(day2.marks, device, None) if str(device.address) in parents else None
-            if mark is not None and mark.mode == MODE_DRAIN:
-                drained_parents.add(str(device.address))
-        result['drain_addresses'] = sorted(drained_parents | {
+        # Devices under a drain mark that domains hold, and mdevs under one (by their UUIDs; a domain may hold them): the
+        # module takes them out (pci_attachment's drain, after this lock).
+        result['drain_addresses'] = sorted(self._drained_mdevs(snapshot, day2.marks) | {
             str(address) for address, device_state in snapshot.states().items()
             if device_state.allocation is not None and device_state.out_of_service is not None
             and device_state.out_of_service.mode == MODE_DRAIN})
@@ -436,6 +429,28 @@ class WhitelistRun:
             result['diff'] = {'before': before, 'after': self._snapshot(after_devices, new_state) if after_devices is not None
                               else self._predicted(before, changes, new_state)}
         return result
+
+    @staticmethod
+    def _drained_mdevs(snapshot: HostSnapshot, marks: list[ServiceMark]) -> set[str]:
+        """The UUIDs of the mdevs a drain mark covers: one on the host, on the parent's PCI function (address, PF; the
+        parent need not be whitelisted), or an alias of mediated devices that asks for the mdev's type (judged with the
+        tags of the whitelist entry that admits it)."""
+        drains = [mark for mark in marks if mark.mode == MODE_DRAIN]
+        if not drains or not snapshot.mdevs:
+            return set()
+        types = {(parent.name, mdev_type.type_id): (parent, mdev_type) for parent in snapshot.mdev_parents for mdev_type in parent.types}
+        found = set()
+        for mdev in snapshot.mdevs:
+            parent, mdev_type = types.get((mdev.parent, mdev.type_id), (None, None))
+            try:
+                device = snapshot.devices.get(PciAddress.parse(mdev.parent))
+            except PciAddressError:
+                device = None        # a virtual parent (mtty)
+            spec = snapshot.whitelist.mdev_match(parent, mdev_type, device, snapshot.devices) if parent is not None else None
+            # Without a whitelist entry (or its type no longer listed) only marks on the host or the parent's address or PF.
+            if mdev_mark_of(drains, device, mdev_type, spec.tags if spec is not None else None) is not None:
+                found.add(mdev.uuid)
+        return found
 
     def _day2(self, snapshot: HostSnapshot, present: bool) -> Day2:
         """The run's hardware changes (held back unless accepted) and out-of-service marks (the option's, else the

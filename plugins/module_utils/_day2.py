@@ -180,6 +180,14 @@ class ServiceMark:
             return str(device.address) == self.target or (device.physfn is not None and str(device.physfn) == self.target)
         return self.alias is not None and tags is not None and self.alias.matches(device, tags)
 
+    def covers_mdev(self, parent: PciDevice | None, mdev_type: Any, tags: Mapping[str, Any] | None) -> bool:
+        """Whether the mark takes mediated devices of ``mdev_type`` on this parent out of service: a mark on the host, on
+        the parent's PCI function (address, PF, an alias of whole devices that matches it), or an alias of mediated
+        devices that asks for this type (``parent`` None: a virtual parent; ``tags``: the whitelist entry's)."""
+        if self.kind == 'host' or (parent is not None and self.covers(parent, tags)):
+            return True
+        return self.kind == 'alias' and self.alias is not None and tags is not None and self.alias.matches_mdev(mdev_type, parent, tags)
+
     @property
     def label(self) -> str:
         return 'the host' if self.kind == 'host' else f'{self.kind} {self.target}'
@@ -300,6 +308,14 @@ def load_marks(stored: Any) -> list[ServiceMark]:
 def mark_of(marks: list[ServiceMark], device: PciDevice, tags: Mapping[str, Any] | None) -> ServiceMark | None:
     """The mark that takes the device out of service: a ``drain`` one before a ``no-new`` one, else the first."""
     found = [mark for mark in marks if mark.covers(device, tags)]
+    found.sort(key=lambda mark: mark.mode != MODE_DRAIN)
+    return found[0] if found else None
+
+
+def mdev_mark_of(marks: list[ServiceMark], parent: PciDevice | None, mdev_type: Any,
+                 tags: Mapping[str, Any] | None) -> ServiceMark | None:
+    """The mark that takes mediated devices of this type on this parent out of service (as ``mark_of``)."""
+    found = [mark for mark in marks if mark.covers_mdev(parent, mdev_type, tags)]
     found.sort(key=lambda mark: mark.mode != MODE_DRAIN)
     return found[0] if found else None
 

@@ -22,8 +22,8 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._day2 import (
     ServiceMark,
     hardware_changes,
     hardware_reason,
-    host_mark,
     mark_of,
+    mdev_mark_of,
 )
 from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import DeviceSpec, Whitelist
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
@@ -505,7 +505,7 @@ def mdev_pools(parents: list[MdevParent], mdevs: list[Mdev], domains: list[Domai
                 pool['unavailable'], pool['count'], pool['allocated'] = pool['count'], 0, 0
                 pool['unavailable_reasons'] = {'allocations unknown: libvirt cannot be read': pool['unavailable']}
                 pool['free_mdevs'] = []
-            mark = (mark_of(list(marks), device, spec.tags) if device is not None else host_mark(list(marks))) if marks else None
+            mark = mdev_mark_of(list(marks), device, mdev_type, spec.tags) if marks else None
             if mark is not None and pool['count']:
                 pool['unavailable'] += pool['count']
                 pool['unavailable_reasons'] = {mark.why(): pool['count']}
@@ -549,7 +549,8 @@ def vgpu_pools(vgpus: Mapping[PciAddress, Vgpu], devices: Mapping[PciAddress, Pc
                     pool['total'] += 1
             elif vgpu.current in (None, type_id):
                 pool['total'] += 1
-                mark = mark_of(list(marks), device, spec.tags) if marks else None
+                mark = mdev_mark_of(list(marks), device, MdevType(str(type_id), name, None, 'vfio-pci', None), spec.tags) \
+                    if marks else None
                 if mark is not None:      # out of service: counted, not given
                     pool['unavailable'] += 1
                     pool['unavailable_reasons'][mark.why()] = pool['unavailable_reasons'].get(mark.why(), 0) + 1

@@ -77,11 +77,12 @@ options:
         reason C(out of service (<mode>, <what>) - <reason>); pools count it so and M(passthrough.libvirt.pci_fleet)
         never proposes it. Devices domains hold keep their status and report the mark.
       - Each mark names exactly one of C(address) (a device), C(pf) (a PF by address or interface name, with
-        all its VFs), C(alias) (every device an alias of O(aliases) matches) or C(host=true) (every device of
-        the host, and its mediated devices), with C(reason) (text, required) and C(mode) - V(no-new) (the
-        default - nothing new is given, what guests hold stays) or V(drain) (the marked devices are also taken
-        out of every domain that holds them, as by M(passthrough.libvirt.pci_attachment) with O(state=drained); so
-        are the mediated devices domains hold on a PCI mdev parent that a mark covers by address, PF or host).
+        all its VFs), C(alias) (every device an alias of O(aliases) matches; for an alias of mediated devices, its
+        C(mdev_type) on every parent it matches) or C(host=true) (every device of the host, and its mediated
+        devices), with C(reason) (text, required) and C(mode) - V(no-new) (the default - nothing new is given, what
+        guests hold stays) or V(drain) (the marked devices are also taken out of every domain that holds them, as
+        by M(passthrough.libvirt.pci_attachment) with O(state=drained); so are the mediated devices domains hold
+        that a mark covers - by their type for an alias mark, by their PCI parent for an address, PF or host mark).
       - O(state=absent) removes every mark.
     type: list
     elements: dict

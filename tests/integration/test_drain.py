@@ -8,6 +8,7 @@ for first, confirmed together by device-removed events - runs in the lab, where 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -297,14 +298,12 @@ def test_a_drain_mark_with_a_bad_timeout_stores_nothing(tmp_path, host, define_d
     assert (tmp_path / 'etc' / 'state.json').read_text() == before and held(dom) == [gpu]
 
 
-def test_the_drain_playbook_drains_and_restores(tmp_path, host, define_domain):
+def drain_playbook(tmp_path, host):
+    """playbooks/drain.yml over a local host with this fixture tree: play(action, **extra vars) -> its output."""
     import os
     from pathlib import Path
 
     import yaml
-    doms = setup_three(tmp_path, host, define_domain)
-    stored = run_module_process('pci_whitelist', dict(host, driver=''), tmp_path)     # the hosts' stored whitelist
-    assert stored.rc == 0, stored.msg
     inventory = tmp_path / 'inventory.yml'
     inventory.write_text(yaml.safe_dump({'compute': {'hosts': {'h1': {
         'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable,
@@ -312,16 +311,46 @@ def test_the_drain_playbook_drains_and_restores(tmp_path, host, define_domain):
     playbook = Path(__file__).parents[2] / 'playbooks' / 'drain.yml'
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(Path(sysfs_tree.__file__).parents[4]), ANSIBLE_NOCOLOR='1')
 
-    def play(action):
-        proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(inventory),
-                               str(playbook), '-e', f'pci_drain_action={action}'], env=env, capture_output=True, text=True,
-                              timeout=300, check=False)
+    def play(action, **extra):
+        command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(inventory), str(playbook),
+                   '-e', f'pci_drain_action={action}']
+        for key, value in extra.items():
+            command += ['-e', f'{key}={value}']
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
         return proc.stdout
+    return play
 
+
+def test_the_drain_playbook_drains_and_restores(tmp_path, host, define_domain):
+    doms = setup_three(tmp_path, host, define_domain)
+    stored = run_module_process('pci_whitelist', dict(host, driver=''), tmp_path)     # the hosts' stored whitelist
+    assert stored.rc == 0, stored.msg
+    play = drain_playbook(tmp_path, host)
     drained = play('drain')
     assert f'h1: {doms[1].name()} gave up gpu:1,vf:1' in drained
     assert [held(dom) for dom in doms] == [[], [], []]
     restored = play('restore')
     assert f'h1: {doms[0].name()} got vf:2 back' in restored
     assert [len(held(dom)) for dom in doms] == [2, 2, 1]
+
+
+def test_the_drain_playbook_with_pci_drain_force_takes_and_gives_back_another_tools_device(tmp_path, host, define_domain):
+    dom = define_domain(hostdevs=f"<hostdev mode='subsystem' type='pci' managed='yes'>{source(GPUS[1])}</hostdev>")
+    vf = module(tmp_path, host, domain=dom.name(), request='vf:1', aliases=ALIASES).result['attached'][0]['address']
+    stored = run_module_process('pci_whitelist', dict(host, driver=''), tmp_path)
+    assert stored.rc == 0, stored.msg
+    play = drain_playbook(tmp_path, host)
+
+    def said(output, text):
+        """The debug line says exactly this (the callback quotes it in JSON or YAML)."""
+        return re.search(re.escape(text) + r"""['"]?$""", output, re.M) is not None
+
+    assert said(play('drain'), f'h1: {dom.name()} gave up vf:1')                 # without pci_drain_force: ours only
+    assert held(dom) == [GPUS[1]]
+    assert said(play('restore'), f'h1: {dom.name()} got vf:1 back')
+    assert held(dom) == sorted([GPUS[1], vf])
+    assert said(play('drain', pci_drain_force='true'), f'h1: {dom.name()} gave up vf:1, {GPUS[1]}')
+    assert held(dom) == []
+    assert said(play('restore'), f'h1: {dom.name()} got vf:1, {GPUS[1]} back')  # by address, and the alias
+    assert GPUS[1] in held(dom) and len(held(dom)) == 2

@@ -186,6 +186,15 @@ def vgpu_pools(host, tmp_path) -> dict[str, tuple]:
     return {p['mdev_name']: (p['count'], p['allocated'], p['free_addresses']) for p in stats if p['dev_type'] == 'type-VGPU'}
 
 
+def test_an_alias_mark_on_a_vgpu_alias_holds_back_its_type_only(tmp_path, vgpu_host):
+    state = Path(vgpu_host['config_path'])
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({'version': 1, 'out_of_service': [
+        {'alias': 'vgpu-4q', 'mode': 'no-new', 'reason': 'profile retired', 'alias_entries': [VGPU_4Q]}]}))
+    assert vgpu_pools(vgpu_host, tmp_path) == {'NVIDIA L40S-4Q': (0, 0, []),
+                                               'NVIDIA L40S-8Q': (2, 0, ['0000:01:00.4', '0000:01:00.5'])}
+
+
 def test_an_nvidia_vgpu_vf_gets_its_type_set_before_the_attach_and_reset_after(tmp_path, vgpu_host, define_domain):
     dom = define_domain()
     # VF .5 has 8Q set already, so it can only be an 8Q; VF .4 can be either
@@ -229,3 +238,33 @@ def test_a_drain_mark_on_an_mdev_parent_takes_its_mdevs_out_of_the_domains(tmp_p
     [record] = [entry for entry in marked.result['drained'] if entry['domain'] == dom.name()]
     assert record['aliases'] == {'vgpu': 1} and [d['mdev_uuid'] for d in record['devices']] == [uuid]
     assert config_mdevs(dom) == []
+
+
+def test_a_drain_mark_on_an_mdev_alias_takes_out_its_type_only_and_no_new_one_is_given(tmp_path, define_domain):
+    """An alias mark on an alias of mediated devices covers the mdevs of its type: drained out of the domain, the pool
+    unavailable; the other type on the same parent stays where it is."""
+    root = tmp_path / 'sys'
+    sysfs_tree.dual_socket_server(root)
+    gpu = '0000:3c:00.0'
+    mdev_tree.mdev_parent(root, mdev_tree.device_dir(root, gpu),
+                          {'nvidia-63': {'name': 'GRID T4-1Q', 'device_api': 'vfio-pci', 'available_instances': 4},
+                           'nvidia-64': {'name': 'GRID T4-2Q', 'device_api': 'vfio-pci', 'available_instances': 2}})
+    host = {'sysfs_root': str(root), 'config_path': str(tmp_path / 'etc' / 'state.json'), 'mdevctl_dir': str(tmp_path / 'mdevctl.d'),
+            'device_spec': [{'mdev_parent': gpu, 'mdev_types': ['nvidia-63', 'nvidia-64']}]}
+    aliases = [{'name': 'small', 'mdev_type': 'nvidia-63'}, {'name': 'large', 'mdev_type': 'nvidia-64'}]
+    dom = define_domain()
+    done = attach(host, dom.name(), aliases=aliases, request='small:1,large:1')
+    uuid = {item['alias']: item['mdev_uuid'] for item in done['attached']}
+    assert sorted(config_mdevs(dom)) == sorted(uuid.values())
+    mark = [{'alias': 'small', 'mode': 'drain', 'reason': 'vGPU profile retired'}]
+    marked = run_module_process('pci_whitelist', dict(shared(host), driver='', out_of_service=mark, aliases=aliases), tmp_path)
+    assert marked.rc == 0, marked.msg
+    assert f'drain 1 device(s) from {dom.name()}' in marked.result['actions']
+    [record] = [entry for entry in marked.result['drained'] if entry['domain'] == dom.name()]
+    assert record['aliases'] == {'small': 1} and [d['mdev_uuid'] for d in record['devices']] == [uuid['small']]
+    assert config_mdevs(dom) == [uuid['large']]
+    stats = run_module_process('hypervisor_pci_stats', dict(shared(host), aliases=aliases), tmp_path).result
+    pools = {p['mdev_type']: p for p in stats['hypervisor']['pci_stats'] if p['dev_type'] == 'type-MDEV'}
+    assert pools['nvidia-63']['count'] == 0
+    assert list(pools['nvidia-63']['unavailable_reasons']) == ['out of service (drain, alias small): vGPU profile retired']
+    assert pools['nvidia-64']['count'] > 0 and stats['aliases_free']['small'] == 0

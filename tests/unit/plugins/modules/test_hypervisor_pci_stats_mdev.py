@@ -86,12 +86,16 @@ def test_without_mdev_entries_no_mdev_pool(run_module, host):
 @pytest.mark.parametrize('mark, held_back', [
     ({'host': True, 'mode': 'no-new', 'reason': 'BIOS update'}, {'nvidia-470', 'mtty-2'}),
     ({'address': '0000:3c:00.0', 'mode': 'no-new', 'reason': 'fan failure'}, {'nvidia-470'}),   # a virtual parent: only the host's mark
+    # alias marks: an alias of mediated devices covers its type (on a virtual parent too), one of whole devices their parent
+    ({'alias': 'serial', 'mode': 'no-new', 'reason': 'console rework', 'alias_entries': [ALIASES[0]]}, {'mtty-2'}),
+    ({'alias': 'vgpu', 'mode': 'no-new', 'reason': 'driver update', 'alias_entries': [ALIASES[1]]}, {'nvidia-470'}),
+    ({'alias': 'a100', 'mode': 'no-new', 'reason': 'RMA', 'alias_entries': [ALIASES[2]]}, {'nvidia-470'}),
 ])
 def test_out_of_service_marks_cover_mdev_pools(run_module, host, tmp_path, mark, held_back):
     (tmp_path / 'state.json').write_text(json.dumps({'version': 1, 'out_of_service': [mark]}))
     result = run_module('hypervisor_pci_stats', aliases=ALIASES, **host).result
     slices = {p['mdev_type']: p for p in result['hypervisor']['pci_stats'] if p['dev_type'] == 'type-MDEV'}
-    label = 'the host' if 'host' in mark else f'address {mark["address"]}'
+    label = 'the host' if 'host' in mark else f'address {mark["address"]}' if 'address' in mark else f'alias {mark["alias"]}'
     for type_id, pool in slices.items():
         if type_id in held_back:
             assert pool['count'] == 0 and pool['free_mdevs'] == []
@@ -99,4 +103,4 @@ def test_out_of_service_marks_cover_mdev_pools(run_module, host, tmp_path, mark,
         else:
             assert pool['count'] > 0 and pool['unavailable'] == 0
     assert result['aliases_free']['serial'] == (0 if 'mtty-2' in held_back else 11)
-    assert result['aliases_free']['vgpu'] == 0
+    assert result['aliases_free']['vgpu'] == (0 if 'nvidia-470' in held_back else 9)
