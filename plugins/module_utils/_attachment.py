@@ -1234,15 +1234,11 @@ class DrainRun:
     def _targets(self, conn: Libvirt, warnings: list[str]) -> list[tuple[Any, DomainState, list[Attachment], list[Foreign]]]:
         names = [self.params['domain']] if self.params.get('domain') else [info.uuid for info in conn.domains()]
         found = []
-        parent_of: dict[str, str] = {}     # an mdev's parent, for drain marks on a parent (an orphan's record has none)
-        if self.only is not None:
-            parent_of = {mdev.uuid: mdev.parent for mdev in self.mdev_sysfs(self.params['sysfs_root']).mdevs()}
         for name in names:
             dom = self.open_domain(conn, name)
             domain = read_domain_state(dom)
             items = [item for item in domain.attachments if self.only is None or str(item.address) in self.only
-                     or (item.mdev is not None and (item.mdev['uuid'] in self.only
-                                                    or (item.mdev.get('parent') or parent_of.get(item.mdev['uuid'])) in self.only))]
+                     or (item.mdev is not None and item.mdev['uuid'] in self.only)]
             foreign = foreign_hostdevs(domain, warnings, self.only) if self.params.get('force') else []
             if items or foreign:
                 found.append((dom, domain, items, foreign))
