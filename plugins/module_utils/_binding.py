@@ -37,6 +37,8 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._host import H
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
     STATUS_UNAVAILABLE,
     HostUse,
+    MdevParent,
+    MdevType,
     PciAddress,
     PciAddressError,
     PciDevice,
@@ -432,11 +434,12 @@ class WhitelistRun:
 
     @staticmethod
     def _drained_mdevs(snapshot: HostSnapshot, marks: list[ServiceMark]) -> set[str]:
-        """The UUIDs of the mdevs a drain mark covers: one on the host, on the parent's PCI function (address, PF; the
-        parent need not be whitelisted), or an alias of mediated devices that asks for the mdev's type (judged with the
-        tags of the whitelist entry that admits it)."""
+        """What of the mediated devices a drain mark covers: the UUIDs of the existing mdevs, and the addresses of the
+        NVIDIA vGPU VFs domains hold. A mark covers them when it is on the host, on the parent's PCI function (address,
+        PF; the parent need not be whitelisted), or is an alias of mediated devices that asks for their type (judged
+        with the tags of the whitelist entry that admits it)."""
         drains = [mark for mark in marks if mark.mode == MODE_DRAIN]
-        if not drains or not snapshot.mdevs:
+        if not drains:
             return set()
         types = {(parent.name, mdev_type.type_id): (parent, mdev_type) for parent in snapshot.mdev_parents for mdev_type in parent.types}
         found = set()
@@ -450,6 +453,15 @@ class WhitelistRun:
             # Without a whitelist entry (or its type no longer listed) only marks on the host or the parent's address or PF.
             if mdev_mark_of(drains, device, mdev_type, spec.tags if spec is not None else None) is not None:
                 found.add(mdev.uuid)
+        held = snapshot.allocations or {}
+        for address, vgpu in snapshot.vgpus.items():
+            if address not in held or vgpu.current is None:
+                continue
+            device = snapshot.devices[address]
+            mdev_type = MdevType(str(vgpu.current), vgpu.creatable.get(vgpu.current), None, 'vfio-pci', None)
+            spec = snapshot.whitelist.mdev_match(MdevParent(str(address), address), mdev_type, device, snapshot.devices)
+            if mdev_mark_of(drains, device, mdev_type, spec.tags if spec is not None else None) is not None:
+                found.add(str(address))
         return found
 
     def _day2(self, snapshot: HostSnapshot, present: bool) -> Day2:

@@ -195,6 +195,21 @@ def test_an_alias_mark_on_a_vgpu_alias_holds_back_its_type_only(tmp_path, vgpu_h
                                                'NVIDIA L40S-8Q': (2, 0, ['0000:01:00.4', '0000:01:00.5'])}
 
 
+def test_a_drain_mark_on_a_vgpu_alias_takes_its_slices_out_of_the_domains(tmp_path, vgpu_host, define_domain):
+    dom = define_domain()
+    done = attach(vgpu_host, dom.name(), aliases=[VGPU_4Q], request='vgpu-4q:1')
+    assert [a['address'] for a in done['attached']] == ['0000:01:00.4']
+    mark = [{'alias': 'vgpu-4q', 'mode': 'drain', 'reason': 'profile retired'}]
+    marked = run_module_process('pci_whitelist', dict(shared(vgpu_host), driver='', out_of_service=mark, aliases=[VGPU_4Q]),
+                                tmp_path)
+    assert marked.rc == 0, marked.msg
+    assert f'drain 1 device(s) from {dom.name()}' in marked.result['actions']
+    [record] = [entry for entry in marked.result['drained'] if entry['domain'] == dom.name()]
+    assert record['aliases'] == {'vgpu-4q': 1} and [d['address'] for d in record['devices']] == ['0000:01:00.4']
+    assert 'hostdev' not in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert current_types(vgpu_host) == {'0000:01:00.4': None, '0000:01:00.5': 1156}     # its type reset, as a detach does
+
+
 def test_an_nvidia_vgpu_vf_gets_its_type_set_before_the_attach_and_reset_after(tmp_path, vgpu_host, define_domain):
     dom = define_domain()
     # VF .5 has 8Q set already, so it can only be an 8Q; VF .4 can be either
