@@ -195,11 +195,13 @@ def test_an_alias_mark_on_a_vgpu_alias_holds_back_its_type_only(tmp_path, vgpu_h
                                                'NVIDIA L40S-8Q': (2, 0, ['0000:01:00.4', '0000:01:00.5'])}
 
 
-def test_a_drain_mark_on_a_vgpu_alias_takes_its_slices_out_of_the_domains(tmp_path, vgpu_host, define_domain):
+@pytest.mark.parametrize('marked', [{'alias': 'vgpu-4q'}, {'address': '0000:01:00.4'}, {'pf': '0000:01:00.0'}, {'host': True}],
+                         ids=['alias', 'the VF', 'its PF', 'host'])
+def test_a_drain_mark_takes_vgpu_slices_out_of_the_domains(tmp_path, vgpu_host, define_domain, marked):
     dom = define_domain()
     done = attach(vgpu_host, dom.name(), aliases=[VGPU_4Q], request='vgpu-4q:1')
     assert [a['address'] for a in done['attached']] == ['0000:01:00.4']
-    mark = [{'alias': 'vgpu-4q', 'mode': 'drain', 'reason': 'profile retired'}]
+    mark = [dict(marked, mode='drain', reason='profile retired')]
     marked = run_module_process('pci_whitelist', dict(shared(vgpu_host), driver='', out_of_service=mark, aliases=[VGPU_4Q]),
                                 tmp_path)
     assert marked.rc == 0, marked.msg
