@@ -5,8 +5,8 @@
 #
 # Runs inside a lab hypervisor (tests/lab/lab.py --linux-guest): the kernel and initramfs of pcitest-linux, a nested
 # guest that runs Linux (tests/lab/domains/pcitest-linux.xml). Its kernel is the hypervisor's own; its initramfs is
-# the hypervisor's, with a second archive appended that holds /lab-init (the guest's init, given by rdinit=) and the
-# drivers of the devices the lab hands it (e1000e, nvme) with their dependencies. /lab-init loads them, so that a
+# the hypervisor's, with a second archive appended (at a 4-byte boundary) that holds /lab-init (the guest's init, given
+# by rdinit=) and the drivers of the devices the lab hands it (e1000e, nvme) with their dependencies. /lab-init loads them, so that a
 # device hot-plugged into the guest is probed and bound, and a hot-unplug goes through the driver's remove; then it
 # copies the kernel's messages to the serial console, a file on the hypervisor the lab reads.
 set -eu
@@ -33,6 +33,10 @@ exec cat /dev/kmsg > /dev/ttyS0
 INIT
 chmod 755 "$work/root/lab-init"
 (cd "$work/root" && find . | cpio -o -H newc --quiet) > "$work/lab.cpio"
-cat "/boot/initrd.img-$kernel" "$work/lab.cpio" > /var/lib/libvirt/boot/pcitest-linux.initrd
+# The kernel looks for an appended archive at a 4-byte boundary (it skips zeros up to it): the initramfs is padded.
+initrd=/var/lib/libvirt/boot/pcitest-linux.initrd
+cp "/boot/initrd.img-$kernel" "$initrd"
+head -c $(( (4 - $(stat -c %s "$initrd") % 4) % 4 )) /dev/zero >> "$initrd"
+cat "$work/lab.cpio" >> "$initrd"
 cp "/boot/vmlinuz-$kernel" /var/lib/libvirt/boot/pcitest-linux.vmlinuz
 echo "$kernel: $(wc -l < "$work/modules") modules"

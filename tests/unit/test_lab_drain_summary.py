@@ -58,3 +58,16 @@ def test_a_drain_the_run_never_reached_is_left_out():
 
     assert line == ('4 domains, 1 device each: 0.50 s (persistent configuration), 1.00x one (goal <= 1.5: met); '
                     'one at a time: 0.50 s, 0.50 s in all, one 0.50 s on average')
+
+
+def test_the_forced_drain_of_another_tools_device_and_its_restore_are_named():
+    found = {'domains': drained(0.5, 1),
+             'forced': {'drained': [{'domain': 'pcitest-native', 'devices': [
+                 {'address': '0000:03:00.1', 'foreign': True, 'confirmed_by': 'device-removed event'}]}]},
+             'forced_back': {'restored': [{'domain': 'pcitest-native', 'attached': [{'address': '0000:01:00.0'}, {'address': '0000:03:00.1'}]}]}}
+
+    assert lab_module().drain_summary(found).endswith(
+        "with force: 0000:03:00.1 (another tool's) out live (device-removed event), given back by address")
+
+    found['forced_back'] = {}
+    assert lab_module().drain_summary(found).endswith("0000:03:00.1 (another tool's) out live (device-removed event), not given back")
