@@ -619,12 +619,18 @@ def mdevs(lab: Lab, inventory: Path, host: str) -> None:
 def drain(lab: Lab, inventory: Path, host: str) -> None:
     """Drains in one hypervisor: four devices out of one running domain, and one device out of each of four running
     domains, each against the same devices drained one at a time."""
+    drain_step(lab, inventory, host, 'drain', '1 domain and from 4 domains')
+
+
+def drain_step(lab: Lab, inventory: Path, host: str, name: str, what: str) -> None:
+    """Runs the drain scenario tests/lab/playbooks/<name>.yml in one host; the step's line is drain_summary of the
+    <name>.json it writes, also when it failed."""
     out = WORK / 'out'
-    with lab.step(f'{host}: drain 4 live devices from 1 domain and from 4 domains (parallel) against one at a time; restore') as step:
+    with lab.step(f'{host}: drain 4 live devices from {what} (parallel) against one at a time; restore') as step:
         try:
-            playbook(lab, inventory, 'drain.yml', '--limit', host, lab_out=str(out))
+            playbook(lab, inventory, f'{name}.yml', '--limit', host, lab_out=str(out))
         finally:
-            path = out / 'drain.json'
+            path = out / f'{name}.json'
             if path.exists():
                 step.detail = drain_summary(json.loads(path.read_text(encoding='utf-8')))
 
@@ -657,6 +663,8 @@ def drain_summary(found: dict) -> str:
     restored = found.get('after_restore', {}).get('pci_devices', [])
     if restored:
         parts.append('restored live at guest ' + ', '.join(str(d.get('inner_address')) for d in restored))
+    if found.get('powered_off'):
+        parts.append(f'in the guest, pciehp powered off {found["powered_off"]} slot(s) for the drain of 4 devices')
     others = [d for record in found.get('forced', {}).get('drained', []) for d in record['devices'] if d.get('foreign')]
     if others:
         back = {d.get('address') for record in found.get('forced_back', {}).get('restored', []) for d in record.get('attached', [])}
@@ -709,18 +717,8 @@ def linux_drain(lab: Lab, inventory: Path, host: str) -> None:
         ready = ssh(lab, host, 'bash -s', stdin=LINUX_START, timeout=LINUX_READY_TIMEOUT + 60).split()
         step.detail = (f'kernel {built}; each init ready, in s after the start: '
                        + ', '.join(f'{name} {seconds}' for name, seconds in zip(ready[::2], ready[1::2])))
-    out = WORK / 'out'
     try:
-        with lab.step(f'{host}: drain 4 live devices from 1 and from 4 Linux guests (parallel) against one at a time; restore') as step:
-            try:
-                playbook(lab, inventory, 'drain-linux.yml', '--limit', host, lab_out=str(out))
-            finally:
-                path = out / 'drain-linux.json'
-                if path.exists():
-                    found = json.loads(path.read_text(encoding='utf-8'))
-                    step.detail = drain_summary(found)
-                    if found.get('powered_off'):
-                        step.detail += f'; in the guest, pciehp powered off {found["powered_off"]} slot(s) for the drain of 4 devices'
+        drain_step(lab, inventory, host, 'drain-linux', '1 and from 4 Linux guests')
     finally:
         with contextlib.suppress(LabError, subprocess.TimeoutExpired):
             ssh(lab, host, '; '.join(f'virsh -q destroy {name} >/dev/null 2>&1' for name in LINUX_GUESTS) + '; true')
