@@ -668,9 +668,9 @@ def drain_summary(found: dict) -> str:
     others = [d for record in found.get('forced', {}).get('drained', []) for d in record['devices'] if d.get('foreign')]
     if others:
         back = {d.get('address') for record in found.get('forced_back', {}).get('restored', []) for d in record.get('attached', [])}
-        parts.append('with force: ' + ', '.join(f'{d["address"]} (another tool\'s) out live ({d.get("confirmed_by") or "not confirmed"}), '
-                                                 + ('given back by address' if d['address'] in back else 'not given back')
-                                                 for d in others))
+        said = [f'{d["address"]} (another tool\'s) out live ({d.get("confirmed_by") or "not confirmed"}), '
+                f'{"given back by address" if d["address"] in back else "not given back"}' for d in others]
+        parts.append('with force: ' + ', '.join(said))
     return '; '.join(parts)
 
 

@@ -36,7 +36,8 @@ chmod 755 "$work/root/lab-init"
 # The kernel looks for an appended archive at a 4-byte boundary (it skips zeros up to it): the initramfs is padded.
 initrd=/var/lib/libvirt/boot/pcitest-linux.initrd
 cp "/boot/initrd.img-$kernel" "$initrd"
-head -c $(( (4 - $(stat -c %s "$initrd") % 4) % 4 )) /dev/zero >> "$initrd"
+size=$(stat -c %s "$initrd")
+head -c $(( (4 - size % 4) % 4 )) /dev/zero >> "$initrd"
 cat "$work/lab.cpio" >> "$initrd"
 cp "/boot/vmlinuz-$kernel" /var/lib/libvirt/boot/pcitest-linux.vmlinuz
 echo "$kernel: $(wc -l < "$work/modules") modules"
