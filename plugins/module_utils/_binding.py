@@ -37,12 +37,11 @@ from ansible_collections.passthrough.libvirt.plugins.module_utils._host import H
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import (
     STATUS_UNAVAILABLE,
     HostUse,
-    MdevParent,
-    MdevType,
     PciAddress,
     PciAddressError,
     PciDevice,
 )
+from ansible_collections.passthrough.libvirt.plugins.module_utils._pools import vgpu_type
 from ansible_collections.passthrough.libvirt.plugins.module_utils._sysfs import SysfsControl, SysfsWriter, check_driver_name
 
 # Drivers that hand a device to guests, or park it: a group member on one of these is not "used".
@@ -458,8 +457,8 @@ class WhitelistRun:
             if address not in held or vgpu.current is None:
                 continue
             device = snapshot.devices[address]
-            mdev_type = MdevType(str(vgpu.current), vgpu.creatable.get(vgpu.current), None, 'vfio-pci', None)
-            spec = snapshot.whitelist.mdev_match(MdevParent(str(address), address), mdev_type, device, snapshot.devices)
+            mdev_type, spec = vgpu_type(snapshot.whitelist, address, device, snapshot.devices, vgpu.current,
+                                        vgpu.creatable.get(vgpu.current))
             if mdev_mark_of(drains, device, mdev_type, spec.tags if spec is not None else None) is not None:
                 found.add(str(address))
         return found

@@ -514,6 +514,14 @@ def mdev_pools(parents: list[MdevParent], mdevs: list[Mdev], domains: list[Domai
     return result
 
 
+def vgpu_type(whitelist: Whitelist, address: PciAddress, device: PciDevice, devices: Mapping[PciAddress, PciDevice],
+              type_id: int, name: str | None) -> tuple[MdevType, DeviceSpec | None]:
+    """An NVIDIA SR-IOV vGPU type of the VF at ``address``, as the mdev type it stands for (the VF its own parent), and
+    the whitelist entry that admits it there (None when none does)."""
+    mdev_type = MdevType(str(type_id), name, None, 'vfio-pci', None)
+    return mdev_type, whitelist.mdev_match(MdevParent(str(address), address), mdev_type, device, devices)
+
+
 def vgpu_pools(vgpus: Mapping[PciAddress, Vgpu], devices: Mapping[PciAddress, PciDevice],
                allocations: Mapping[PciAddress, Allocation] | None, whitelist: Whitelist, names: Any = None,
                marks: Sequence[ServiceMark] = ()) -> list[dict[str, Any]]:
@@ -529,8 +537,7 @@ def vgpu_pools(vgpus: Mapping[PciAddress, Vgpu], devices: Mapping[PciAddress, Pc
             continue
         held = allocations is None or address in allocations
         for type_id, name in sorted(vgpu.creatable.items()):
-            spec = whitelist.mdev_match(MdevParent(str(address), address), MdevType(str(type_id), name, None, 'vfio-pci', None),
-                                        device, devices)
+            mdev_type, spec = vgpu_type(whitelist, address, device, devices, type_id, name)
             if spec is None:
                 continue
             pool = grouped.get((str(device.physfn), type_id))
@@ -549,8 +556,7 @@ def vgpu_pools(vgpus: Mapping[PciAddress, Vgpu], devices: Mapping[PciAddress, Pc
                     pool['total'] += 1
             elif vgpu.current in (None, type_id):
                 pool['total'] += 1
-                mark = mdev_mark_of(list(marks), device, MdevType(str(type_id), name, None, 'vfio-pci', None), spec.tags) \
-                    if marks else None
+                mark = mdev_mark_of(list(marks), device, mdev_type, spec.tags) if marks else None
                 if mark is not None:      # out of service: counted, not given
                     pool['unavailable'] += 1
                     pool['unavailable_reasons'][mark.why()] = pool['unavailable_reasons'].get(mark.why(), 0) + 1
