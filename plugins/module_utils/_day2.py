@@ -20,12 +20,14 @@ service, with a reason and a mode: ``no-new`` (nothing new is given; what guests
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import Alias, parse_aliases
 from ansible_collections.passthrough.libvirt.plugins.module_utils._devspec import vf_index
 from ansible_collections.passthrough.libvirt.plugins.module_utils._errors import SpecError
 from ansible_collections.passthrough.libvirt.plugins.module_utils._model import PciAddress, PciAddressError, PciDevice
+
+if TYPE_CHECKING:   # in type hints only: a run whose marks name no alias need not compile _alias
+    from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import Alias
 
 # -- identities ---------------------------------------------------------------------------------------
 
@@ -296,7 +298,11 @@ def load_marks(stored: Any) -> list[ServiceMark]:
         source = {key: value for key, value in record.items() if key != 'alias_entries'}
         where = "the state file's out_of_service"
         try:
-            aliases = parse_aliases(entries) if 'alias' in record else None
+            aliases = None
+            if 'alias' in record:
+                # Imported here: only a mark by alias needs the alias parser. pylint: disable-next=import-outside-toplevel
+                from ansible_collections.passthrough.libvirt.plugins.module_utils._alias import parse_aliases
+                aliases = parse_aliases(entries)
             marks += parse_marks([source], aliases, entries, where=where)
         except SpecError as exc:
             text = str(exc)

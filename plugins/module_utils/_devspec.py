@@ -331,16 +331,15 @@ class DeviceSpec:
 
     def matches(self, device: PciDevice, devices: Mapping[PciAddress, PciDevice] | None = None) -> bool:
         """Whether the entry matches the device; ``devices`` (every device by address) lets a VF match by its PF."""
-        checks = (
-            self.vendor_id in (ANY, device.vendor_id),
-            self.product_id in (ANY, device.product_id),
-            self.subsystem_vendor_id in (ANY, device.subsystem_vendor_id),
-            self.subsystem_product_id in (ANY, device.subsystem_product_id),
-            self.class_id is None or device.class_id.startswith(self.class_id),
-            self.driver is None or device.driver == self.driver,
-            self.numa_node is None or device.numa_node == self.numa_node,
-        )
-        return all(checks) and self._place_matches(device, devices or {})
+        # One chain that stops at the first key that differs: every run judges every device of the host.
+        return (self.vendor_id in (ANY, device.vendor_id)
+                and self.product_id in (ANY, device.product_id)
+                and self.subsystem_vendor_id in (ANY, device.subsystem_vendor_id)
+                and self.subsystem_product_id in (ANY, device.subsystem_product_id)
+                and (self.class_id is None or device.class_id.startswith(self.class_id))
+                and (self.driver is None or device.driver == self.driver)
+                and (self.numa_node is None or device.numa_node == self.numa_node)
+                and self._place_matches(device, devices or {}))
 
 
 class Whitelist:

@@ -112,3 +112,44 @@ def test_every_error_class_is_refused_or_change_failed():
                 assert issubclass(value, (errors.Refused, errors.ChangeFailed)), value
                 assert not (issubclass(value, errors.Refused) and issubclass(value, errors.ChangeFailed)), value
     assert found >= 8
+
+
+# Imported inside the functions that need them, so that a run which does not need them does not compile them
+# (AnsiballZ ships every module_util in a zip, and each run compiles what it imports: docs/performance.md).
+LAZY = ('_alias', '_hostuse', '_atomic')
+
+_RUN = '''
+import json, sys
+from ansible_collections.passthrough.libvirt.plugins.modules import pci_device_info
+from ansible_collections.passthrough.libvirt.tests import sysfs_tree
+root, spec = sys.argv[1], json.loads(sys.argv[2])
+sysfs_tree.synthetic(root + '/sys', 40)
+params = dict.fromkeys(('address', 'vendor_id', 'product_id', 'dev_type', 'status', 'domain', 'fields'))
+params.update(sysfs_root=root + '/sys', uri='qemu+unix:///system?socket=/nonexistent', device_spec=spec,
+              config_path=root + '/state.json', require_libvirt=False, pcie_link=False)
+result, _warnings = pci_device_info.run(params)
+assert len(result['pci_devices']) == 40, len(result['pci_devices'])
+print(json.dumps(sorted(name.rpartition('.')[2] for name in sys.modules if name.startswith('ansible_collections.passthrough'))))
+'''
+
+
+def _imported_by_a_run(tmp_path, device_spec):
+    import json  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    done = subprocess.run([sys.executable, '-c', _RUN, str(tmp_path), json.dumps(device_spec)],
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout))
+
+
+def test_a_plain_pci_device_info_run_compiles_no_lazy_module_util(tmp_path):
+    """A fresh interpreter, as under AnsiballZ: no whitelist and no marks, so none of the lazy imports happen."""
+    imported = _imported_by_a_run(tmp_path, None)
+    assert '_host' in imported and '_day2' in imported
+    assert not imported & set(LAZY), sorted(imported & set(LAZY))
+
+
+def test_a_run_with_a_whitelist_reads_the_hosts_use(tmp_path):
+    """The same reading sees a lazy import when the run needs it: the test above can fail."""
+    assert '_hostuse' in _imported_by_a_run(tmp_path, [{'vendor_id': '8086'}])
