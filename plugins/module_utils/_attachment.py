@@ -1020,11 +1020,11 @@ class AttachmentRun:
         try:
             dom = self.open_domain(conn, params['domain'])
             if query:
-                snapshot = self._snapshot()
+                snapshot = self._snapshot(conn)
                 domain = read_domain_state(dom)
                 return self._result(snapshot, domain, reconciliation(domain), Outcome(), changed=False)
             with HostLock(params['config_path'], check_mode=self.check_mode):
-                snapshot = self._snapshot()      # under the lock: the whitelist and allocations no other run is changing
+                snapshot = self._snapshot(conn)      # under the lock: the whitelist and allocations no other run is changing
                 domain = read_domain_state(dom)
                 live, config = run_flags(domain, params.get('live'), params.get('persistent'))
                 plan = plan_attachment(snapshot, domain, self.request)
@@ -1042,9 +1042,9 @@ class AttachmentRun:
         finally:
             conn.close()
 
-    def _snapshot(self) -> HostSnapshot:
+    def _snapshot(self, conn: Libvirt) -> HostSnapshot:
         params = self.params
-        return HostSnapshot.read(params['sysfs_root'], params['uri'], params.get('device_spec'), params['config_path'])
+        return HostSnapshot.read(params['sysfs_root'], params['uri'], params.get('device_spec'), params['config_path'], conn=conn)
 
     def _with_diff(self, result: dict[str, Any], before: DomainState, plan: Plan) -> dict[str, Any]:
         """With diff mode: the domain's PCI devices before and after, one line each (after: predicted in check mode)."""
@@ -1379,7 +1379,7 @@ class DrainRun:
             return {'changed': False, 'restored': [], 'warnings': []}
         # Plan every domain before any change: one that cannot be met refuses the whole restore.
         plans = []
-        snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params.get('device_spec'), params['config_path'])
+        snapshot = HostSnapshot.read(params['sysfs_root'], params['uri'], params.get('device_spec'), params['config_path'], conn=conn)
         for index, record in enumerate(records):
             dom = self.open_domain(conn, record.get('uuid') or record['domain'])
             domain = read_domain_state(dom)

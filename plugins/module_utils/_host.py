@@ -173,8 +173,10 @@ class HostSnapshot:
     @classmethod
     def read(cls, sysfs_root: str = '/sys', uri: str = 'qemu:///system', device_spec: Any = None,
              config_path: str = DEFAULT_CONFIG_PATH, require_libvirt: bool = True, pcie_link: bool = False,
-             proc_root: str = '/proc', net: Any = None, read_host_use: bool | None = None) -> HostSnapshot:
-        """The host behind these options. ``device_spec`` None means the stored whitelist.
+             proc_root: str = '/proc', net: Any = None, read_host_use: bool | None = None,
+             conn: Libvirt | None = None) -> HostSnapshot:
+        """The host behind these options. ``device_spec`` None means the stored whitelist; ``conn``, a connection
+        the run holds already, is the one the domains are read through (none: one is opened for that read).
 
         ``read_host_use`` None reads what the host uses only when the whitelist has entries (nothing
         else can be blocked by it). Raises the collection's errors (SysfsError, SpecError,
@@ -184,7 +186,7 @@ class HostSnapshot:
         sysfs.check()
         state = load_state(config_path)
         whitelist = Whitelist.parse(state.get('device_spec') if device_spec is None else device_spec)
-        reader = HostReader(sysfs, uri, require_libvirt, proc_root, net)
+        reader = HostReader(sysfs, uri, require_libvirt, proc_root, net, conn)
         snapshot = cls(whitelist=whitelist, reader=reader, identities=parse_identities(state.get('identities')),
                        marks=load_marks(state.get('out_of_service')))
         snapshot.stored_device_spec = state.get('device_spec')
@@ -372,7 +374,9 @@ class HostSnapshot:
 class HostReader:
     """The I/O behind a snapshot: sysfs, libvirt, the host's own use of devices."""
 
-    def __init__(self, sysfs: Sysfs, uri: str, require_libvirt: bool, proc_root: str, net: Any) -> None:
+    def __init__(self, sysfs: Sysfs, uri: str, require_libvirt: bool, proc_root: str, net: Any,
+                 conn: Libvirt | None = None) -> None:
+        self.conn = conn      # the run's own connection, when it has one: not closed here
         self.iplink = IpLink()
         self.mdev = MdevSysfs(sysfs.root)
         self.sysfs = sysfs
@@ -389,8 +393,10 @@ class HostReader:
 
     def domains(self) -> tuple[str | None, list[DomainInfo] | None, str | None]:
         """(hostname, domains, error): libvirt's view; domains None with the error when it cannot be read."""
+        conn = self.conn
         try:
-            conn = Libvirt(self.uri)
+            if conn is None:
+                conn = Libvirt(self.uri)
         except LibvirtUnavailable as exc:
             if self.require_libvirt:
                 raise
@@ -402,7 +408,8 @@ class HostReader:
                 raise
             return None, None, str(exc)
         finally:
-            conn.close()
+            if conn is not self.conn:
+                conn.close()
 
     def host_use(self, only: list[PciAddress]) -> HostUse:
         # Imported here: only a run with a whitelist reads what the host uses. pylint: disable-next=import-outside-toplevel
