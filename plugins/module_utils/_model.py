@@ -91,7 +91,7 @@ class PciAddress(_Fields):
         return cls(values['domain'], values['bus'], values['slot'], values['function'])
 
     def __str__(self) -> str:
-        # %-formatting of the tuple itself: about three times faster than an f-string of four attributes, and
+        # %-formatting of the tuple itself: about twice as fast as an f-string of four attributes, and
         # a record of a host of thousands of functions spells thousands of addresses.
         return '%04x:%02x:%02x.%x' % self   # pylint: disable=consider-using-f-string
 
