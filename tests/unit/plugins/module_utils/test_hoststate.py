@@ -15,7 +15,9 @@ import time
 import pytest
 
 from ansible_collections.passthrough.libvirt.plugins.module_utils._atomic import FileWriteFailed
-from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostLock, HostStateError, load_state as load, save_state as save
+from ansible_collections.passthrough.libvirt.plugins.module_utils._host import HostLock, HostSnapshot, HostStateError, load_state as load, save_state as save
+from ansible_collections.passthrough.libvirt.plugins.module_utils._libvirt import LibvirtUnavailable
+from ansible_collections.passthrough.libvirt.tests import sysfs_tree
 
 
 def test_missing_file_is_an_empty_state(tmp_path):
@@ -75,3 +77,34 @@ def test_the_lock_serialises_processes(tmp_path):
         waited = time.monotonic() - started
     holder.wait(timeout=10)
     assert 0.3 < waited < 5          # it waited for the holder, then got the lock
+
+
+class _HeldConnection:
+    """A connection a run already holds (pci_attachment's own), standing in for libvirt: what the snapshot asks of it."""
+
+    def __init__(self):
+        self.closed = False
+        self.asked = 0
+
+    def hostname(self):
+        return 'held-host'
+
+    def domains(self):
+        self.asked += 1
+        return []
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_snapshot_reads_the_domains_through_the_runs_connection(tmp_path):
+    """No second connection: the uri is dead, so a snapshot that opened its own would fail; the run's stays open."""
+    sysfs_tree.synthetic(str(tmp_path / 'sys'), 20)
+    options = dict(sysfs_root=str(tmp_path / 'sys'), uri='qemu+unix:///system?socket=/nonexistent', device_spec=[],
+                   config_path=str(tmp_path / 'state.json'))
+    held = _HeldConnection()
+    snapshot = HostSnapshot.read(**options, conn=held)
+    assert snapshot.domains == [] and snapshot.allocations_known and snapshot.hostname == 'held-host'
+    assert held.asked == 1 and not held.closed
+    with pytest.raises(LibvirtUnavailable):      # without it, the snapshot opens its own: at the dead uri
+        HostSnapshot.read(**options).domains    # pylint: disable=expression-not-assigned
