@@ -101,9 +101,19 @@ def define_domain(conn):
         return dom
 
     yield define
-    live = conn if conn.isAlive() else libvirt.open(URI)
+    # A test that restarted libvirtd leaves this connection dead, and isAlive may not know it yet: a lookup that
+    # fails for any reason but a missing domain is tried again on a fresh connection, so that no domain (and none
+    # of the devices in its definition) outlives its test and is held against the tests after it.
+    fresh = None
     for dom in created:
-        try:
-            _remove(live.lookupByUUIDString(dom.UUIDString()))
-        except libvirt.libvirtError:
-            pass
+        for live in (conn, None):
+            if live is None:
+                live = fresh = fresh or libvirt.open(URI)
+            try:
+                _remove(live.lookupByUUIDString(dom.UUIDString()))
+                break
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    break
+    if fresh is not None:
+        fresh.close()
