@@ -30,7 +30,7 @@ export ANSIBLE_NOCOWS := 1
 help:
 	@echo "make demo   - install what is needed, then inventory this host's PCI devices (table + ./pci-report/)"
 	@echo "make test   - install what is needed, start libvirtd if none answers, run every test: sanity, lint, unit (3.11 and 3.9),"
-	@echo "              integration, molecule, the nested VFIO lab and the execution environment build (about 20-25 min)"
+	@echo "              integration, molecule, the nested VFIO lab and the execution environment build (25-35 min on 2 cores)"
 	@echo "make bench  - the performance goals in one table, docs/performance.md updated (bench/all; bench-discovery, bench-fleet, bench-attach for one part)"
 	@echo "make lab    - the nested VFIO lab: two hypervisor VMs with a virtual IOMMU, scenario over SSH (docs/lab.md)"
 	@echo "make lab-down - stop lab VMs left running"
